@@ -1,0 +1,22 @@
+# The NAS pipeline: data -> search -> select -> retrain -> tables.
+#   snakemake --cores 2 --configfile config/demo.yaml results/tables/cifar10.csv
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/search.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/retrain.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        table_path(config["dataset"]),
+    default_target: True

@@ -1,0 +1,3 @@
+"""Differentiable NAS pipeline: data -> search -> select -> retrain -> tables."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,369 @@
+"""The artifact contracts: supernet/retrain checkpoints, genotype JSON, metrics HDF5, tables.
+
+Every writer goes through a temp file in the target folder plus ``os.replace`` so that a
+reader never sees half a file, and every reader validates the format before returning.
+The formats are documented in docs/artifacts.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+import pipeline
+
+CHECKPOINT_FORMAT = "pipeline.checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_KINDS = {
+    "supernet": ("epoch", "model", "optimizer", "scheduler", "method", "arch_weights", "history"),
+    "retrain": ("epoch", "model", "optimizer", "scheduler", "history"),
+}
+GENOTYPE_FORMAT = "pipeline.genotype"
+GENOTYPE_VERSION = 1
+METRICS_FORMAT = "pipeline.metrics"
+METRICS_VERSION = 1
+DATASET_FORMAT = "pipeline.dataset"
+DATASET_VERSION = 1
+TABLE_COLUMNS = (
+    "dataset",
+    "space",
+    "search_method",
+    "selection_method",
+    "seeds",
+    "test_error",
+    "test_error_mean",
+    "test_error_std",
+    "test_error_best",
+    "params_m",
+    "search_cost",
+    "search_cost_unit",
+    "device",
+)
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class ArtifactError(ValueError):
+    """A file that is missing or does not follow its format; the message names the file."""
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; rename it over ``path`` only if the body succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are shared like any output
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def code_version() -> str:
+    """Git commit of the source tree (with '+dirty' for local edits), else the package version."""
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True, text=True
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return f"pipeline-{pipeline.__version__}"
+
+
+def provenance(params: dict[str, Any], seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    record = {
+        "code_version": code_version(),
+        "package_version": pipeline.__version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "params": params,
+    }
+    record.update(extra)
+    return record
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike, kind: str, payload: dict[str, Any]) -> None:
+    """Write a checkpoint of ``kind`` ('supernet' or 'retrain'); ``payload`` holds its fields."""
+    missing = [key for key in CHECKPOINT_KINDS[kind] if key not in payload]
+    if missing:
+        raise ArtifactError(f"{path}: {kind} checkpoint lacks {', '.join(missing)}")
+    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, **payload}
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str, map_location: Any = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: checkpoint file not found")
+    try:
+        record = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt files
+        raise ArtifactError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path}: field 'format' is not {CHECKPOINT_FORMAT!r}")
+    if record.get("version") != CHECKPOINT_VERSION:
+        raise ArtifactError(f"{path}: field 'version' is {record.get('version')!r}, expected {CHECKPOINT_VERSION}")
+    if record.get("kind") != kind:
+        raise ArtifactError(f"{path}: field 'kind' is {record.get('kind')!r}, expected {kind!r}")
+    missing = [key for key in CHECKPOINT_KINDS[kind] if key not in record]
+    if missing:
+        raise ArtifactError(f"{path}: checkpoint lacks field {missing[0]!r}")
+    return record
+
+
+def rng_state() -> dict[str, Any]:
+    import random
+
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    py = state["python"]
+    random.setstate((py[-2], tuple(py[:-2]), py[-1]))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- prepared datasets
+
+
+def save_dataset(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Prepared dataset: uint8 images (N,3,H,W) and int64 labels per split, plus a checksum."""
+    record = {
+        "format": DATASET_FORMAT,
+        "version": DATASET_VERSION,
+        "tensors": tensors,
+        "checksum": _tensor_checksum(tensors),
+        "meta": meta,
+    }
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_dataset(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: dataset file not found")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a readable dataset ({exc.__class__.__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != DATASET_FORMAT:
+        raise ArtifactError(f"{path}: field 'format' is not {DATASET_FORMAT!r}")
+    tensors = record["tensors"]
+    for split in ("train", "test"):
+        images, labels = tensors.get(f"{split}_images"), tensors.get(f"{split}_labels")
+        if images is None or labels is None:
+            raise ArtifactError(f"{path}: split {split!r} is missing")
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise ArtifactError(f"{path}: field '{split}_images' must be uint8 (N,C,H,W) matching its labels")
+    if _tensor_checksum(tensors) != record["checksum"]:
+        raise ArtifactError(f"{path}: checksum mismatch, the file is corrupt")
+    return tensors, record["meta"]
+
+
+def _tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- genotype JSON
+
+
+def write_genotype(path: str | os.PathLike, genotype: dict[str, Any], provenance_record: dict[str, Any]) -> None:
+    """``genotype`` is ``{"space": name, "cells": {...}}`` as made by the space's ``to_json``."""
+    record = {"format": GENOTYPE_FORMAT, "version": GENOTYPE_VERSION, **genotype, "provenance": provenance_record}
+    validate_genotype(record, str(path))
+    write_bytes_atomic(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_genotype(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: genotype file not found")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    validate_genotype(record, str(path))
+    return record
+
+
+def validate_genotype(record: Any, where: str) -> None:
+    from pipeline import spaces
+
+    if not isinstance(record, dict):
+        raise ArtifactError(f"{where}: a genotype is a JSON object")
+    if record.get("format") != GENOTYPE_FORMAT:
+        raise ArtifactError(f"{where}: field 'format' is not {GENOTYPE_FORMAT!r}")
+    if record.get("version") != GENOTYPE_VERSION:
+        raise ArtifactError(f"{where}: field 'version' is {record.get('version')!r}, expected {GENOTYPE_VERSION}")
+    for key in ("space", "cells", "provenance"):
+        if key not in record:
+            raise ArtifactError(f"{where}: field {key!r} is missing")
+    try:
+        space = spaces.get_space(record["space"])
+        space.validate_genotype(record["cells"])
+    except (KeyError, ValueError) as exc:
+        raise ArtifactError(f"{where}: {exc}") from None
+
+
+# ---------------------------------------------------------------- metrics HDF5
+
+
+@dataclass
+class Metrics:
+    kind: str
+    epochs: dict[str, np.ndarray]
+    summary: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_epochs(self) -> int:
+        return len(self.epochs["epoch"]) if "epoch" in self.epochs else 0
+
+
+METRICS_REQUIRED = {
+    "search": ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "wall_time"),
+    "retrain": ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time"),
+}
+
+
+def write_metrics(path: str | os.PathLike, metrics: Metrics) -> None:
+    """One HDF5 file: root attrs (format, kind, summary, provenance), group 'epochs'."""
+    _check_metrics(metrics, str(path))
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.attrs["format"] = METRICS_FORMAT
+            handle.attrs["version"] = METRICS_VERSION
+            handle.attrs["kind"] = metrics.kind
+            handle.attrs["provenance"] = json.dumps(metrics.provenance)
+            summary = handle.create_group("summary")
+            for key, value in metrics.summary.items():
+                summary.attrs[key] = json.dumps(value)
+            group = handle.create_group("epochs")
+            for key, values in metrics.epochs.items():
+                group.create_dataset(key, data=np.asarray(values))
+
+
+def read_metrics(path: str | os.PathLike) -> Metrics:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: metrics file not found")
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("format") != METRICS_FORMAT:
+                raise ArtifactError(f"{path}: attribute 'format' is not {METRICS_FORMAT!r}")
+            if handle.attrs.get("version") != METRICS_VERSION:
+                raise ArtifactError(f"{path}: attribute 'version' is not {METRICS_VERSION}")
+            metrics = Metrics(
+                kind=str(handle.attrs["kind"]),
+                epochs={key: handle["epochs"][key][()] for key in handle["epochs"]},
+                summary={key: json.loads(value) for key, value in handle["summary"].attrs.items()},
+                provenance=json.loads(handle.attrs["provenance"]),
+            )
+    except OSError as exc:
+        raise ArtifactError(f"{path}: not a readable HDF5 file ({exc})") from None
+    _check_metrics(metrics, str(path))
+    return metrics
+
+
+def _check_metrics(metrics: Metrics, where: str) -> None:
+    if metrics.kind not in METRICS_REQUIRED:
+        raise ArtifactError(f"{where}: metrics kind {metrics.kind!r} is not one of {sorted(METRICS_REQUIRED)}")
+    for key in METRICS_REQUIRED[metrics.kind]:
+        if key not in metrics.epochs:
+            raise ArtifactError(f"{where}: metrics lack the per-epoch series {key!r}")
+    lengths = {key: len(values) for key, values in metrics.epochs.items()}
+    if len(set(lengths.values())) > 1:
+        raise ArtifactError(f"{where}: per-epoch series differ in length: {lengths}")
+
+
+# ---------------------------------------------------------------- tables
+
+
+def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    missing = [column for column in TABLE_COLUMNS if column not in table.columns]
+    if missing:
+        raise ArtifactError(f"{path}: table lacks column {missing[0]!r}")
+    with atomic_path(path) as tmp:
+        table.loc[:, list(TABLE_COLUMNS)].to_csv(tmp, index=False)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: table file not found")
+    table = pd.read_csv(path)
+    missing = [column for column in TABLE_COLUMNS if column not in table.columns]
+    if missing:
+        raise ArtifactError(f"{path}: table lacks column {missing[0]!r}")
+    return table

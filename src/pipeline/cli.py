@@ -1,0 +1,188 @@
+"""``pipeline <stage>``: thin command-line front ends of the stage libraries.
+
+Each stage takes its parameters either as ``--params JSON`` (what Snakemake passes: the
+job's own parameters only) or as ``--config FILE [--config FILE ...]`` plus the job keys
+(what DVC and people use). Errors print one line naming the culprit and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline.artifacts import ArtifactError
+from pipeline.config import ConfigError, load_config, stage_params, validate_stage_params
+from pipeline.data import DataSourceError
+from pipeline.registry import UnknownNameError
+from pipeline.runtime import RuntimeConfigError
+
+USER_ERRORS = (ConfigError, ArtifactError, DataSourceError, RuntimeConfigError, UnknownNameError)
+
+
+def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--params", help="the stage's parameters as JSON (as the workflow passes them)")
+    source.add_argument("--config", action="append", help="config YAML; repeat to overlay files in order")
+    parser.add_argument("--dataset", help="data entry to use (default: the config's 'dataset')")
+    if "method" in keys:
+        parser.add_argument("--method", help="method name under the config's methods (with --config)")
+    if "seed" in keys:
+        parser.add_argument("--seed", type=int, help="seed (with --config)")
+
+
+def _threads(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        return args.threads
+    return load_config(args.config)["runtime"]["threads"] if args.config else 0
+
+
+def _params(args: argparse.Namespace, stage: str) -> dict:
+    if args.params is not None:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--params: not valid JSON ({exc.msg})") from None
+        return validate_stage_params(stage, params)
+    config = load_config(args.config)
+    keys = {"dataset": args.dataset or config["dataset"]}
+    if stage in ("search", "select"):
+        section = config[stage]["methods"]
+        if args.method not in section:
+            raise ConfigError(f"--method: {args.method!r} is not under '{stage}.methods' (known: {', '.join(section)})")
+        keys["method"] = args.method
+    if stage in ("search", "select", "retrain"):
+        if args.seed is None:
+            raise ConfigError("--seed: required with --config")
+        keys["seed"] = args.seed
+    if keys["dataset"] not in config["data"]:
+        raise ConfigError(f"--dataset: {keys['dataset']!r} has no entry under 'data'")
+    return stage_params(config, stage, **keys)
+
+
+def cmd_data(args):
+    from pipeline.data import prepare_dataset
+
+    meta = prepare_dataset(_params(args, "data"), args.out)
+    print(f"wrote {args.out}: {meta['sizes']['train']} train / {meta['sizes']['test']} test images, {meta['num_classes']} classes")
+
+
+def cmd_search(args):
+    from pipeline.search.loop import run_search
+
+    path = run_search(_params(args, "search"), args.data, args.out_dir, threads=_threads(args))
+    print(f"wrote {path}")
+
+
+def cmd_select(args):
+    from pipeline.select.run import run_select
+
+    run_select(_params(args, "select"), args.supernet, args.data, args.out, threads=_threads(args))
+    print(f"wrote {args.out}")
+
+
+def cmd_retrain(args):
+    from pipeline.retrain import run_retrain
+
+    summary = run_retrain(_params(args, "retrain"), args.genotype, args.data, args.out_dir, threads=_threads(args))
+    print(f"test accuracy {summary['test_acc']:.2f}%, {summary['params_m']:.3f}M parameters")
+
+
+def cmd_tables(args):
+    from pipeline.tables import run_tables
+
+    table = run_tables(_params(args, "tables"), args.metrics, args.out)
+    print(table.to_string(index=False))
+
+
+def cmd_check_config(args):
+    config = load_config(args.config)
+    print(f"config OK: dataset {config['dataset']}, search {config['search']['run']}, select {config['select']['run']}")
+
+
+def cmd_dvc_yaml(args):
+    from pipeline.dvc import render_dvc_yaml
+
+    text = render_dvc_yaml(args.config)
+    if args.out:
+        from pipeline.artifacts import write_bytes_atomic
+
+        write_bytes_atomic(args.out, text.encode())
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_show_genotype(args):
+    from pipeline.artifacts import read_genotype
+    from pipeline.spaces import get_space
+
+    genotype = read_genotype(args.genotype)
+    print(get_space(genotype["space"]).to_text(genotype["cells"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="prepare a dataset artifact")
+    _add_params(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("search", help="train a supernet")
+    _add_params(p, "method", "seed")
+    p.add_argument("--data", required=True, help="prepared dataset file")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("select", help="derive a genotype from a supernet")
+    _add_params(p, "method", "seed")
+    p.add_argument("--supernet", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("retrain", help="train the derived network from scratch")
+    _add_params(p, "seed")
+    p.add_argument("--genotype", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("tables", help="aggregate retrain results into a table")
+    _add_params(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("metrics", nargs="+", help="retrain metrics.h5 files")
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("check-config", help="validate config files")
+    p.add_argument("--config", action="append", required=True)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml for the given config files")
+    p.add_argument("--config", action="append", required=True)
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_dvc_yaml)
+
+    p = sub.add_parser("show-genotype", help="print a genotype JSON in the DARTS text form")
+    p.add_argument("genotype")
+    p.set_defaults(func=cmd_show_genotype)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as exc:
+        print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Configuration: YAML files merged in order, validated against the JSON schema and the
+registries, and cut into the explicit parameter sets that each stage receives.
+
+Snakemake passes each job ``stage_params(...)`` as JSON, so a job reruns exactly when its
+own parameters change; DVC and users call the CLI with the config files instead and get
+the same parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the config key or file."""
+
+
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("pipeline").joinpath("schemas/config.schema.json").read_text())
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Snakemake's --configfile semantics: dicts merge recursively, anything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: file not found")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}:{where} not valid YAML") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return content
+
+
+def load_config(paths: Iterable[str | Path]) -> dict:
+    merged: dict = {}
+    for path in paths:
+        merged = deep_merge(merged, read_yaml(path))
+    validate_config(merged)
+    return merged
+
+
+def _key(path: Iterable[Any]) -> str:
+    return ".".join(str(part) for part in path) or "<top level>"
+
+
+def _schema_error(error: jsonschema.ValidationError, prefix: str = "") -> ConfigError:
+    location = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - allowed)
+        return ConfigError(f"config key '{prefix}{_key(location + extra[:1])}': unknown key")
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if key not in error.instance]
+        return ConfigError(f"config key '{prefix}{_key(location + missing[:1])}': required key is missing")
+    return ConfigError(f"config key '{prefix}{_key(location)}': {error.message}")
+
+
+def _validate(instance: Any, subschema: dict, prefix: str = "") -> None:
+    validator = jsonschema.Draft202012Validator(subschema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is not None:
+        raise _schema_error(error, prefix)
+
+
+def method_options(registry, block: dict, key: str) -> dict:
+    """Validate a method block against its algorithm's options schema; fill the defaults."""
+    try:
+        cls = registry.get(block["algorithm"])
+    except KeyError as exc:
+        raise ConfigError(f"config key '{key}.algorithm': {exc}") from None
+    options_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"algorithm": {"type": "string"}, **cls.OPTIONS},
+    }
+    _validate(block, options_schema, prefix=f"{key}.")
+    resolved = {name: spec["default"] for name, spec in cls.OPTIONS.items() if "default" in spec}
+    resolved.update(block)
+    return resolved
+
+
+def validate_config(config: dict) -> None:
+    from pipeline import search, select, spaces
+
+    _validate(config, schema())
+    if config["dataset"] not in config["data"]:
+        raise ConfigError(f"config key 'dataset': {config['dataset']!r} has no entry under 'data'")
+    for name, entry in config["data"].items():
+        _check_source(entry["source"], f"data.{name}.source")
+    space = config["search"]["settings"]["space"]
+    if space not in spaces.SPACES:
+        known = ", ".join(spaces.SPACES.names())
+        raise ConfigError(f"config key 'search.settings.space': unknown search space {space!r}; known: {known}")
+    for section, registry in (("search", search.METHODS), ("select", select.METHODS)):
+        block = config[section]
+        for index, name in enumerate(block["run"]):
+            if name not in block["methods"]:
+                raise ConfigError(f"config key '{section}.run[{index}]': {name!r} is not defined under '{section}.methods'")
+        for name, method in block["methods"].items():
+            method_options(registry, method, f"{section}.methods.{name}")
+
+
+def _check_source(source: dict, key: str) -> None:
+    if source["format"] == "imagefolder":
+        for split in ("train", "test"):
+            if split not in source:
+                raise ConfigError(f"config key '{key}.{split}': required for format 'imagefolder'")
+            if not Path(source[split]).exists():
+                raise ConfigError(f"config key '{key}.{split}': file not found: {source[split]}")
+    else:
+        if "root" not in source:
+            raise ConfigError(f"config key '{key}.root': required for format 'torchvision'")
+        if not source.get("download", False) and not Path(source["root"]).exists():
+            raise ConfigError(f"config key '{key}.root': file not found: {source['root']} (set download: true to fetch it)")
+
+
+# ---------------------------------------------------------------- stages: paths, code, parameters
+
+# Artifact paths, shared by the Snakemake rules and dvc.yaml.
+PATHS = {
+    "data": "results/data/{dataset}.pt",
+    "search_dir": "results/search/{dataset}/{search}/seed{seed}",
+    "genotype": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.json",
+    "retrain_dir": "results/retrain/{dataset}/{search}/{select}/seed{seed}",
+    "table": "results/tables/{dataset}.csv",
+}
+
+# Library sources (relative to src/pipeline) whose edits must rerun a stage.
+STAGE_CODE = {
+    "data": ["data.py"],
+    "search": ["search", "spaces", "supernet.py", "ops.py"],
+    "select": ["select"],
+    "retrain": ["retrain.py", "cifar_net.py", "ops.py"],
+    "tables": ["tables.py"],
+}
+
+NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers
+
+
+def _runtime(config: dict) -> dict:
+    return {key: config["runtime"][key] for key in NUMERIC_RUNTIME}
+
+
+def stage_params(config: dict, stage: str, **keys: Any) -> dict:
+    """The parameters one job of ``stage`` uses; nothing else of the config reaches it."""
+    from pipeline import search, select
+
+    dataset = keys.get("dataset", config["dataset"])
+    if stage == "data":
+        return {"dataset": dataset, **copy.deepcopy(config["data"][dataset])}
+    if stage == "search":
+        name = keys["method"]
+        block = method_options(search.METHODS, config["search"]["methods"][name], f"search.methods.{name}")
+        return {
+            "dataset": dataset,
+            "seed": int(keys["seed"]),
+            "method": name,
+            "options": block,
+            "settings": copy.deepcopy(config["search"]["settings"]),
+            "runtime": _runtime(config),
+        }
+    if stage == "select":
+        name = keys["method"]
+        block = method_options(select.METHODS, config["select"]["methods"][name], f"select.methods.{name}")
+        return {"dataset": dataset, "seed": int(keys["seed"]), "method": name, "options": block, "runtime": _runtime(config)}
+    if stage == "retrain":
+        return {"dataset": dataset, "seed": int(keys["seed"]), "settings": copy.deepcopy(config["retrain"]), "runtime": _runtime(config)}
+    if stage == "tables":
+        return {"dataset": dataset}
+    raise ConfigError(f"unknown stage {stage!r}")
+
+
+STAGE_SCHEMAS = {
+    "data": {"required": ["dataset", "source"], "properties": {"dataset": {"type": "string"}, "source": {}, "subset": {}}},
+    "search": {
+        "required": ["dataset", "seed", "method", "options", "settings", "runtime"],
+        "properties": {
+            "dataset": {"type": "string"},
+            "seed": {"type": "integer", "minimum": 0},
+            "method": {"type": "string"},
+            "options": {"$ref": "#/$defs/method_block"},
+            "settings": {"$ref": "#/$defs/search_settings"},
+            "runtime": {"type": "object"},
+        },
+    },
+    "select": {
+        "required": ["dataset", "seed", "method", "options", "runtime"],
+        "properties": {
+            "dataset": {"type": "string"},
+            "seed": {"type": "integer", "minimum": 0},
+            "method": {"type": "string"},
+            "options": {"$ref": "#/$defs/method_block"},
+            "runtime": {"type": "object"},
+        },
+    },
+    "retrain": {
+        "required": ["dataset", "seed", "settings", "runtime"],
+        "properties": {
+            "dataset": {"type": "string"},
+            "seed": {"type": "integer", "minimum": 0},
+            "settings": {"$ref": "#/$defs/retrain"},
+            "runtime": {"type": "object"},
+        },
+    },
+    "tables": {"required": ["dataset"], "properties": {"dataset": {"type": "string"}}},
+}
+
+
+def validate_stage_params(stage: str, params: Any) -> dict:
+    """Check parameters handed to a stage CLI directly (``--params``)."""
+    from pipeline import search, select
+
+    full = schema()
+    stage_schema = {"type": "object", "additionalProperties": False, "$defs": full["$defs"], **STAGE_SCHEMAS[stage]}
+    _validate(params, stage_schema, prefix="params.")
+    if stage == "data":
+        entry = {key: value for key, value in params.items() if key != "dataset"}
+        _validate(entry, {"$defs": full["$defs"], "$ref": "#/$defs/data_entry"}, "params.")
+        _check_source(params["source"], "params.source")
+    if stage in ("search", "select"):
+        registry = search.METHODS if stage == "search" else select.METHODS
+        params["options"] = method_options(registry, params["options"], "params.options")
+    if "runtime" in params:
+        runtime_schema = copy.deepcopy(full["$defs"]["runtime"])
+        runtime_schema["required"] = list(NUMERIC_RUNTIME)
+        _validate(params["runtime"], runtime_schema, "params.runtime.")
+    return params

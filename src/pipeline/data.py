@@ -1,0 +1,283 @@
+"""Data stage: read CIFAR-style data from its source, write one checksummed uint8 artifact,
+and serve (augmented) batches from it on any device.
+
+Sources (config ``data.source``):
+- ``imagefolder``: ``train`` and ``test`` each a directory or a .tar/.tar.gz of class
+  folders (``<class>/<image>``), optionally under a top-level folder named like the split
+  (the layout of a CIFAR-10 JPEG tarball). Classes are sorted by name.
+- ``torchvision``: torchvision's CIFAR-10/100 folder under ``root``; downloads only when
+  ``download`` is true.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import artifacts
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
+
+
+class DataSourceError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------- reading sources
+
+
+def _split_prefix(names: Sequence[PurePosixPath], split: str) -> tuple[str, ...]:
+    """Folder parts to strip: a top-level folder named like the split, if there is one."""
+    tops = {name.parts[0] for name in names if len(name.parts) > 1}
+    return (split,) if split in tops else ()
+
+
+def _collect(entries: dict[PurePosixPath, Any], split: str, where: str) -> list[tuple[str, Any]]:
+    prefix = _split_prefix(list(entries), split)
+    items = []
+    for name, handle in entries.items():
+        parts = name.parts[len(prefix) :]
+        if name.parts[: len(prefix)] != prefix or len(parts) != 2:
+            continue
+        if name.suffix.lower() in IMAGE_SUFFIXES:
+            items.append((parts[0], name, handle))
+    if not items:
+        raise DataSourceError(f"{where}: no images in <class>/<image> layout for split {split!r}")
+    return [(label, handle) for label, _, handle in sorted(items, key=lambda item: (item[0], str(item[1])))]
+
+
+def _decode(data: bytes, where: str) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return array
+
+
+def read_imagefolder(path: str | Path, split: str) -> tuple[np.ndarray, list[str]]:
+    """Images (N,H,W,3) uint8 and their class names from a directory or tarball."""
+    path = Path(path)
+    if not path.exists():
+        raise DataSourceError(f"{path}: file not found")
+    if path.is_dir():
+        entries = {PurePosixPath(p.relative_to(path).as_posix()): p for p in path.rglob("*") if p.is_file()}
+        items = _collect(entries, split, str(path))
+        images = [_decode(handle.read_bytes(), str(handle)) for _, handle in items]
+    else:
+        try:
+            with tarfile.open(path) as archive:
+                members = {PurePosixPath(m.name.lstrip("./")): m for m in archive.getmembers() if m.isfile()}
+                items = _collect(members, split, str(path))
+                images = [_decode(archive.extractfile(member).read(), str(path)) for _, member in items]
+        except tarfile.TarError as exc:
+            raise DataSourceError(f"{path}: not a readable tar archive ({exc})") from None
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise DataSourceError(f"{path}: images of different sizes {sorted(shapes)[:3]}")
+    return np.stack(images), [label for label, _ in items]
+
+
+def read_torchvision(dataset: str, root: str | Path, download: bool, train: bool) -> tuple[np.ndarray, list[int], list[str]]:
+    import torchvision
+
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}.get(dataset)
+    if cls is None:
+        raise DataSourceError(f"data.source.format 'torchvision' supports cifar10 and cifar100, not {dataset!r}")
+    try:
+        ds = cls(root=str(root), train=train, download=download)
+    except RuntimeError as exc:
+        raise DataSourceError(f"{root}: {exc}") from None
+    return np.asarray(ds.data, dtype=np.uint8), list(ds.targets), list(ds.classes)
+
+
+def balanced_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """Indices of ``per_class`` images of every class, chosen with ``seed`` (all if None)."""
+    if per_class is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < per_class:
+            raise DataSourceError(f"class {label} has {len(members)} images, fewer than per_class={per_class}")
+        chosen.append(np.sort(rng.choice(members, per_class, replace=False)))
+    return np.sort(np.concatenate(chosen))
+
+
+def prepare_dataset(params: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    """Read the configured source and write the prepared artifact; returns its meta."""
+    dataset, source = params["dataset"], params["source"]
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if source["format"] == "imagefolder":
+        classes = None
+        for split in ("train", "test"):
+            images, names = read_imagefolder(source[split], split)
+            split_classes = sorted(set(names))
+            if classes is None:
+                classes = split_classes
+            elif split_classes != classes:
+                raise DataSourceError(f"{source[split]}: classes of {split!r} differ from the train split's")
+            index = {name: i for i, name in enumerate(classes)}
+            splits[split] = (images, np.array([index[n] for n in names], dtype=np.int64))
+        files = {split: str(source[split]) for split in ("train", "test")}
+    else:
+        for split in ("train", "test"):
+            images, labels, classes = read_torchvision(dataset, source["root"], source.get("download", False), split == "train")
+            splits[split] = (images, np.asarray(labels, dtype=np.int64))
+        files = {"root": str(source["root"])}
+
+    tensors: dict[str, torch.Tensor] = {}
+    subset = params.get("subset") or {}
+    for split, (images, labels) in splits.items():
+        keep = balanced_subset(labels, subset.get(f"{split}_per_class"), subset.get("seed", 0))
+        tensors[f"{split}_images"] = torch.from_numpy(np.ascontiguousarray(images[keep].transpose(0, 3, 1, 2)))
+        tensors[f"{split}_labels"] = torch.from_numpy(labels[keep])
+    train = tensors["train_images"].double() / 255.0
+    meta = {
+        "dataset": dataset,
+        "classes": list(classes),
+        "num_classes": len(classes),
+        "mean": train.mean(dim=(0, 2, 3)).tolist(),
+        "std": train.std(dim=(0, 2, 3)).tolist(),
+        "sizes": {split: len(tensors[f"{split}_labels"]) for split in ("train", "test")},
+        "source_files": files,
+        "provenance": artifacts.provenance(params, seed=subset.get("seed", 0)),
+    }
+    artifacts.save_dataset(out, tensors, meta)
+    return meta
+
+
+# ---------------------------------------------------------------- serving batches
+
+
+@dataclass
+class PreparedData:
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    meta: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+
+def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> PreparedData:
+    tensors, meta = artifacts.load_dataset(path)
+    return PreparedData(
+        tensors["train_images"].to(device),
+        tensors["train_labels"].to(device),
+        tensors["test_images"].to(device),
+        tensors["test_labels"].to(device),
+        meta,
+    )
+
+
+def stratified_split(labels: torch.Tensor, portion: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices per class: ``portion`` of each class to the first part, the rest to the second."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    first, second = [], []
+    for label in torch.unique(labels):
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        cut = int(round(portion * len(members)))
+        first.append(members[:cut])
+        second.append(members[cut:])
+    return torch.sort(torch.cat(first)).values, torch.sort(torch.cat(second)).values
+
+
+@dataclass(frozen=True)
+class Augment:
+    crop_padding: int = 4
+    flip: bool = True
+    cutout: int = 0
+
+
+class BatchLoader:
+    """Normalised (optionally augmented) batches of a uint8 image tensor, on its device.
+
+    Randomness (order, crops, flips, cutout) comes from a CPU generator seeded per epoch,
+    so an epoch's batches are the same on CPU and GPU and after a resume.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor | None,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: Augment | None = None,
+        shuffle: bool = False,
+        channels_last: bool = False,
+    ):
+        self.images, self.labels = images, labels
+        self.indices = torch.arange(len(labels)) if indices is None else indices.cpu()
+        self.batch_size = batch_size
+        self.mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+        self.augment = augment
+        self.shuffle = shuffle
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return (len(self.indices) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.indices)
+
+    def epoch(self, seed: int, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(seed)
+        order = self.indices[torch.randperm(len(self.indices), generator=generator)] if self.shuffle else self.indices
+        size = batch_size or self.batch_size
+        for start in range(0, len(order), size):
+            index = order[start : start + size].to(self.images.device)
+            yield self._batch(self.images[index], generator), self.labels[index]
+
+    def _batch(self, raw: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = raw.float().div_(255.0)
+        aug = self.augment
+        if aug is not None:
+            x = random_crop_flip(x, aug.crop_padding, aug.flip, generator)
+        x = (x - self.mean) / self.std
+        if aug is not None and aug.cutout > 0:
+            x = cutout(x, aug.cutout, generator)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    batch, _, height, width = x.shape
+    if padding > 0:
+        padded = torch.nn.functional.pad(x, (padding,) * 4)
+        offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator).to(x.device)
+        rows = (offsets[0, :, None] + torch.arange(height, device=x.device)).view(batch, 1, height, 1)
+        cols = (offsets[1, :, None] + torch.arange(width, device=x.device)).view(batch, 1, 1, width)
+        x = padded.gather(2, rows.expand(-1, x.size(1), -1, padded.size(3)))
+        x = x.gather(3, cols.expand(-1, x.size(1), height, -1))
+    if flip:
+        mirror = (torch.rand(batch, generator=generator) < 0.5).to(x.device).view(batch, 1, 1, 1)
+        x = torch.where(mirror, x.flip(3), x)
+    return x
+
+
+def cutout(x: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero one ``length`` x ``length`` square per image, centred anywhere (clipped at borders)."""
+    batch, _, height, width = x.shape
+    centre = torch.stack(
+        [torch.randint(0, height, (batch,), generator=generator), torch.randint(0, width, (batch,), generator=generator)]
+    ).to(x.device)
+    rows = torch.arange(height, device=x.device).view(1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, width)
+    half = length // 2
+    inside_rows = (rows >= centre[0].view(-1, 1, 1) - half) & (rows < centre[0].view(-1, 1, 1) + half)
+    inside_cols = (cols >= centre[1].view(-1, 1, 1) - half) & (cols < centre[1].view(-1, 1, 1) + half)
+    return x * (~(inside_rows & inside_cols)).unsqueeze(1).to(x.dtype)

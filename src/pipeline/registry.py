@@ -1,0 +1,53 @@
+"""Name -> implementation registries for search spaces, search and selection methods.
+
+Adding a method is one module that calls ``REGISTRY.register("name")`` on its class; the
+package's ``__init__`` imports every module in its folder, so nothing else is edited.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; a plain line reads better
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = obj
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items))
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+def import_submodules(package_name: str, package_path: Any) -> None:
+    """Import every module of a package so that their ``register`` calls run."""
+    for info in pkgutil.iter_modules(package_path):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package_name}.{info.name}")

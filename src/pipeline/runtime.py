@@ -1,0 +1,61 @@
+"""Device, precision, threads, seeding and progress: one code path for CPU and CUDA."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+from typing import Iterable, TypeVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+class RuntimeConfigError(ValueError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeConfigError(f"config key 'runtime.device': {name!r} requested but CUDA is not available")
+    return device
+
+
+def configure(threads: int, seed: int) -> None:
+    """Threads for this process and every RNG seeded; CPU results are then repeatable."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, amp: str):
+    """Mixed precision on CUDA only; on CPU everything stays fp32 so results are exact."""
+    if device.type != "cuda" or amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
+    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp == "fp16")
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, leave: bool = False) -> Iterable[T]:
+    """A tqdm bar on a terminal; in a batch log (not a TTY) it stays silent."""
+    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def log(message: str) -> None:
+    """One line for logs (epoch summaries), written past any progress bar."""
+    tqdm.write(message, file=sys.stderr)

@@ -1,0 +1,71 @@
+"""What every search method provides to the shared search loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline import runtime
+
+
+class SearchMethod:
+    """A method owns its architecture state and does one training step at a time.
+
+    ``OPTIONS`` is the JSON-schema ``properties`` of the method's config block, with
+    defaults; the config is validated against it before any job starts.
+    """
+
+    OPTIONS: dict[str, dict[str, Any]] = {}
+    bilevel = True  # needs a batch from the architecture half of the split each step
+
+    def __init__(self, space, model: nn.Module, options: dict, settings: dict, device: torch.device, amp: str):
+        self.space = space
+        self.model = model
+        self.options = options
+        self.settings = settings
+        self.device = device
+        self.amp = amp
+        self.scaler = runtime.grad_scaler(device, amp)
+
+    # -- to implement
+    def eval_weights(self) -> dict[str, torch.Tensor]:
+        """Op weights per cell type (edges, ops) for validation and selection."""
+        raise NotImplementedError
+
+    def train_step(self, batch_w, batch_a, w_optimizer: torch.optim.Optimizer, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on a weight batch (and an architecture batch); returns (loss, logits)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- optional hooks
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, Any]:
+        """Arrays logged once per epoch into the metrics file (e.g. alpha)."""
+        return {}
+
+    # -- shared pieces
+    def loss(self, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with runtime.autocast(self.device, self.amp):
+            logits = self.model(x, weights)
+            return F.cross_entropy(logits.float(), y), logits
+
+    def weight_step(self, x, y, weights, w_optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """SGD step on the network weights with the architecture weights held fixed."""
+        w_optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.loss(x, y, {kind: w.detach() for kind, w in weights.items()})
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(w_optimizer)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.settings["grad_clip"])
+        self.scaler.step(w_optimizer)
+        self.scaler.update()
+        return loss.detach(), logits.detach()

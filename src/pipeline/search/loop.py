@@ -1,0 +1,165 @@
+"""The search loop shared by every method: epochs, LR schedule, validation, checkpoints.
+
+State is saved after every epoch to ``<out_dir>/checkpoint/last.pt``; a rerun with the
+same parameters resumes there, and the final supernet and metrics are identical to an
+uninterrupted run because each epoch's data order comes from (seed, epoch) alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline import artifacts, runtime
+from pipeline.data import Augment, BatchLoader, load_prepared, stratified_split
+from pipeline.search import METHODS
+from pipeline.spaces import get_space
+
+SUPERNET_FILE = "supernet.pt"
+METRICS_FILE = "metrics.h5"
+RESUME_FILE = Path("checkpoint") / "last.pt"
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return (seed * 1_000_003 + epoch) * 4 + stream
+
+
+@torch.no_grad()
+def evaluate(model, loader: BatchLoader, forward_kwargs: dict, device, amp, batch_size=None) -> tuple[float, float]:
+    """Mean loss and accuracy (percent) over the loader, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for x, y in loader.epoch(seed=0, batch_size=batch_size):
+        with runtime.autocast(device, amp):
+            logits = model(x, **forward_kwargs)
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == y).sum().item()
+    model.train(was_training)
+    return total_loss / loader.num_samples, 100.0 * correct / loader.num_samples
+
+
+def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Path, threads: int = 0) -> Path:
+    settings, options, rt = params["settings"], params["options"], params["runtime"]
+    seed = params["seed"]
+    out_dir = Path(out_dir)
+    device = runtime.resolve_device(rt["device"])
+    runtime.configure(threads, seed)
+    data = load_prepared(data_path, device)
+    space = get_space(settings["space"])
+    method_cls = METHODS.get(options["algorithm"])
+
+    pool = torch.arange(len(data.train_labels))
+    if settings["subset_per_class"] is not None:
+        per_class = settings["subset_per_class"] / (len(pool) / data.num_classes)
+        pool, _ = stratified_split(data.train_labels, min(per_class, 1.0), settings["split_seed"])
+    train_pos, arch_pos = stratified_split(data.train_labels[pool], settings["train_portion"], settings["split_seed"])
+    train_idx, arch_idx = pool[train_pos], pool[arch_pos]
+    mean, std = data.meta["mean"], data.meta["std"]
+    augment = Augment(crop_padding=4, flip=True, cutout=0)
+    common = dict(mean=mean, std=std, channels_last=rt["channels_last"])
+    loader_w = BatchLoader(data.train_images, data.train_labels, train_idx, settings["batch_size"], augment=augment, shuffle=True, **common)
+    loader_a = BatchLoader(data.train_images, data.train_labels, arch_idx, settings["batch_size"], augment=augment, shuffle=True, **common)
+    loader_eval = BatchLoader(data.train_images, data.train_labels, arch_idx, settings["eval_batch_size"], **common)
+
+    model = space.build_supernet(settings["init_channels"], settings["layers"], data.num_classes)
+    model = model.to(device, memory_format=runtime.memory_format(rt["channels_last"]))
+    method = method_cls(space, model, options, settings, device, rt["amp"])
+    w_optimizer = torch.optim.SGD(
+        model.parameters(), lr=settings["w_lr"], momentum=settings["w_momentum"], weight_decay=settings["w_weight_decay"]
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, settings["epochs"], eta_min=settings["w_lr_min"])
+
+    history: dict[str, list] = {}
+    start_epoch = 0
+    resume_path = out_dir / RESUME_FILE
+    if resume_path.exists():
+        state = artifacts.load_checkpoint(resume_path, "supernet", map_location=device)
+        if state["provenance"]["params"] == params:
+            model.load_state_dict(state["model"])
+            method.load_state_dict(state["method"])
+            w_optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            artifacts.set_rng_state(state["rng"])
+            history, start_epoch = state["history"], state["epoch"]
+            runtime.log(f"resuming search from {resume_path} after epoch {start_epoch}")
+        else:
+            runtime.log(f"{resume_path} was made with other parameters; starting afresh")
+
+    def payload(epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": w_optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "method": method.state_dict(),
+            "arch_weights": {k: w.cpu() for k, w in method.eval_weights().items()},
+            "rng": artifacts.rng_state(),
+            "history": history,
+            "provenance": artifacts.provenance(
+                params,
+                seed=seed,
+                device=str(device),
+                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                search_seconds=float(sum(history.get("wall_time", []))),
+            ),
+        }
+
+    epochs = settings["epochs"]
+    for epoch in runtime.progress(range(start_epoch, epochs), desc="search epochs", total=epochs - start_epoch, leave=True):
+        started = time.perf_counter()
+        lr = scheduler.get_last_lr()[0]
+        method.on_epoch_start(epoch, epochs)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = zip(loader_w.epoch(epoch_seed(seed, epoch, 0)), loader_a.epoch(epoch_seed(seed, epoch, 1)))
+        for batch_w, batch_a in runtime.progress(batches, desc=f"epoch {epoch + 1}", total=min(len(loader_w), len(loader_a))):
+            loss, logits = method.train_step(batch_w, batch_a, w_optimizer, lr)
+            y = batch_w[1]
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(dim=1) == y).sum().item()
+            seen += len(y)
+        scheduler.step()
+        valid_loss, valid_acc = evaluate(model, loader_eval, {"weights": method.eval_weights()}, device, rt["amp"])
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": loss_sum / seen,
+            "train_acc": 100.0 * correct / seen,
+            "valid_loss": valid_loss,
+            "valid_acc": valid_acc,
+            "wall_time": time.perf_counter() - started,
+        }
+        row.update({f"weights_{k}": w.cpu().numpy() for k, w in method.eval_weights().items()})
+        row.update(method.snapshot())
+        for key, value in row.items():
+            history.setdefault(key, []).append(torch.as_tensor(value))
+        artifacts.save_checkpoint(resume_path, "supernet", payload(epoch + 1))
+        _write_metrics(out_dir / METRICS_FILE, history, params, options, settings)
+        runtime.log(
+            f"search epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.2f} loss {row['train_loss']:.3f} | "
+            f"valid acc {valid_acc:.2f} loss {valid_loss:.3f} | {row['wall_time']:.1f}s"
+        )
+
+    artifacts.save_checkpoint(out_dir / SUPERNET_FILE, "supernet", payload(epochs))
+    _write_metrics(out_dir / METRICS_FILE, history, params, options, settings)
+    return out_dir / SUPERNET_FILE
+
+
+def _write_metrics(path: Path, history: dict[str, list], params, options, settings) -> None:
+    epochs = {key: np.stack([torch.as_tensor(v).numpy() for v in values]) for key, values in history.items()}
+    summary = {
+        "search_method": params["method"],
+        "algorithm": options["algorithm"],
+        "space": settings["space"],
+        "search_seconds": float(epochs["wall_time"].sum()),
+        "final_valid_acc": float(epochs["valid_acc"][-1]),
+    }
+    provenance = artifacts.provenance(params, seed=params["seed"])
+    artifacts.write_metrics(path, artifacts.Metrics("search", epochs, summary, provenance))

@@ -1,0 +1,30 @@
+"""What a selection method receives and must return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class SelectionContext:
+    space: Any
+    checkpoint: dict[str, Any]  # the validated supernet checkpoint
+    arch_weights: dict[str, torch.Tensor]  # per cell type (edges, ops), the method's op weights
+    data_path: Path
+    device: torch.device
+    seed: int
+
+
+class SelectionMethod:
+    OPTIONS: dict[str, dict[str, Any]] = {}
+
+    def __init__(self, options: dict[str, Any]):
+        self.options = options
+
+    def select(self, ctx: SelectionContext) -> dict[str, Any]:
+        """Return the genotype's cells in the space's JSON form."""
+        raise NotImplementedError

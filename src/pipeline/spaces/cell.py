@@ -1,0 +1,133 @@
+"""DARTS-family cell spaces: 2 input nodes, 4 intermediate nodes, every earlier node feeds
+every later one (14 edges per cell type), output = concat of the intermediates.
+
+A genotype's cells are JSON: ``{"normal": {"edges": [{"node": 2, "input": 0, "op": ...}],
+"concat": [2, 3, 4, 5]}, "reduce": {...}}``; nodes 0 and 1 are the cell inputs.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, Sequence
+
+from pipeline.cifar_net import NetworkCIFAR
+from pipeline.spaces import SPACES
+from pipeline.supernet import SuperNet
+
+CELL_TYPES = ("normal", "reduce")
+
+DARTS_PRIMITIVES = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+
+class CellSpace:
+    steps = 4
+    cell_types = CELL_TYPES
+
+    def __init__(self, name: str, primitives: Sequence[str], inputs_per_node: int = 2):
+        self.name = name
+        self.primitives = tuple(primitives)
+        self.inputs_per_node = inputs_per_node
+
+    # -- topology
+    def edges(self) -> list[tuple[int, int]]:
+        """(node, input) of every edge in supernet order: node 2's inputs, then node 3's, ..."""
+        return [(node + 2, source) for node in range(self.steps) for source in range(node + 2)]
+
+    def candidates(self, cell_type: str) -> list[list[str]]:
+        return [list(self.primitives) for _ in self.edges()]
+
+    def arch_shape(self) -> tuple[int, int]:
+        return len(self.edges()), len(self.primitives)
+
+    # -- builders
+    def build_supernet(self, channels: int, layers: int, num_classes: int) -> SuperNet:
+        candidates = {kind: self.candidates(kind) for kind in self.cell_types}
+        return SuperNet(candidates, channels, num_classes, layers, steps=self.steps)
+
+    def build_network(self, cells: dict, channels: int, layers: int, num_classes: int, auxiliary: bool):
+        self.validate_genotype(cells)
+        specs = {
+            kind: {
+                "edges": [(e["node"], e["input"], e["op"]) for e in cells[kind]["edges"]],
+                "concat": cells[kind]["concat"],
+            }
+            for kind in self.cell_types
+        }
+        return NetworkCIFAR(specs, channels, num_classes, layers, auxiliary)
+
+    # -- genotypes
+    def validate_genotype(self, cells: Any) -> None:
+        if not isinstance(cells, dict) or set(cells) != set(self.cell_types):
+            raise ValueError(f"field 'cells' must have exactly the cell types {list(self.cell_types)}")
+        valid_edges = set(self.edges())
+        for kind in self.cell_types:
+            cell = cells[kind]
+            if not isinstance(cell, dict) or not isinstance(cell.get("edges"), list):
+                raise ValueError(f"field 'cells.{kind}.edges' must be a list")
+            allowed = {(node, source): set(ops) for (node, source), ops in zip(self.edges(), self.candidates(kind))}
+            for index, edge in enumerate(cell["edges"]):
+                where = f"cells.{kind}.edges[{index}]"
+                if not isinstance(edge, dict) or set(edge) != {"node", "input", "op"}:
+                    raise ValueError(f"field '{where}' must be an object with node, input, op")
+                key = (edge["node"], edge["input"])
+                if key not in valid_edges:
+                    raise ValueError(f"field '{where}': no edge from node {key[1]} to node {key[0]} in this cell")
+                if edge["op"] not in allowed[key] or edge["op"] == "none":
+                    raise ValueError(f"field '{where}': op {edge['op']!r} is not a candidate of space {self.name!r}")
+            nodes = {edge["node"] for edge in cell["edges"]}
+            concat = cell.get("concat")
+            if not isinstance(concat, list) or not concat or not set(concat) <= nodes | {0, 1}:
+                raise ValueError(f"field 'cells.{kind}.concat' must list nodes that have incoming edges")
+
+    def cells_from_pairs(self, pairs: dict[str, Sequence[tuple[str, int]]], concat: dict[str, Sequence[int]]):
+        """DARTS' (op, input) pair lists, ``inputs_per_node`` pairs per node in node order."""
+        cells = {}
+        for kind in self.cell_types:
+            edges = [
+                {"node": 2 + index // self.inputs_per_node, "input": int(source), "op": op}
+                for index, (op, source) in enumerate(pairs[kind])
+            ]
+            cells[kind] = {"edges": edges, "concat": [int(i) for i in concat[kind]]}
+        self.validate_genotype(cells)
+        return cells
+
+    def to_text(self, cells: dict) -> str:
+        """The DARTS ``Genotype(...)`` form (for cells with a fixed number of inputs per node)."""
+        parts = []
+        for kind in self.cell_types:
+            pairs = ", ".join(f"({e['op']!r}, {e['input']})" for e in cells[kind]["edges"])
+            parts.append(f"{kind}=[{pairs}], {kind}_concat={cells[kind]['concat']}")
+        return f"Genotype({', '.join(parts)})"
+
+    def from_text(self, text: str) -> dict:
+        """Parse a pasted ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], ...)``."""
+        expected = "Genotype(normal=[('op', input), ...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[...])"
+        try:
+            call = ast.parse(text.strip(), mode="eval").body
+            if not isinstance(call, ast.Call):
+                raise ValueError
+            fields = {kw.arg: _literal(kw.value) for kw in call.keywords}
+            pairs = {kind: [(str(op), int(src)) for op, src in fields[kind]] for kind in self.cell_types}
+            concat = {kind: list(fields[f"{kind}_concat"]) for kind in self.cell_types}
+        except (SyntaxError, ValueError, KeyError, TypeError):
+            raise ValueError(f"not a DARTS genotype string; expected {expected}") from None
+        return self.cells_from_pairs(pairs, concat)
+
+
+def _literal(node: ast.expr) -> Any:
+    """A literal, or ``range(a, b)`` as DARTS' own genotypes write concat."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+        return list(range(*[ast.literal_eval(arg) for arg in node.args]))
+    return ast.literal_eval(node)
+
+
+SPACES.register("darts")(CellSpace("darts", DARTS_PRIMITIVES))

@@ -1,0 +1,122 @@
+"""The weight-sharing supernet of the DARTS-family cell spaces.
+
+The supernet holds only network weights. Architecture weights come from the search
+method at each forward: ``weights[cell_type]`` is (edges, ops) or per sample
+(batch, edges, ops). Ops whose weight is exactly zero are skipped, so a one-hot or
+masked edge costs one op; ``none`` is never computed because it contributes zero.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from pipeline.ops import ZERO_OPS, FactorizedReduce, ReLUConvBN, make_op
+
+
+class MixedOp(nn.Module):
+    def __init__(self, channels: int, stride: int, candidates: Sequence[str]):
+        super().__init__()
+        self.stride = stride
+        self.candidates = tuple(candidates)
+        self.ops = nn.ModuleList()
+        for name in self.candidates:
+            op = make_op(name, channels, stride, affine=False)
+            if "pool" in name:  # pools get a BN so their scale matches the convs'
+                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+            self.ops.append(op)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: Sequence[int]) -> torch.Tensor:
+        out = None
+        for k in active:
+            w = weights[..., k]
+            if w.ndim:  # per-sample weights
+                w = w.view(-1, 1, 1, 1)
+            term = w * self.ops[k](x)
+            out = term if out is None else out + term
+        if out is None:
+            batch, channels, height, width = x.shape
+            out = x.new_zeros(batch, channels, height // self.stride, width // self.stride)
+        return out
+
+
+class SearchCell(nn.Module):
+    def __init__(self, candidates, steps, multiplier, c_pp, c_p, c, reduction, reduction_prev):
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(c_pp, c, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList()
+        edge = 0
+        for node in range(steps):
+            for source in range(node + 2):
+                stride = 2 if reduction and source < 2 else 1
+                self.edges.append(MixedOp(c, stride, candidates[edge]))
+                edge += 1
+
+    def forward(self, s0, s1, weights: torch.Tensor, active: Sequence[Sequence[int]]):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        edge = 0
+        for _ in range(self.steps):
+            node = None
+            for state in states:
+                term = self.edges[edge](state, weights[..., edge, :], active[edge])
+                node = term if node is None else node + term
+                edge += 1
+            states.append(node)
+        return torch.cat(states[-self.multiplier :], dim=1)
+
+
+def active_ops(weights: torch.Tensor, candidates: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Per edge, the indices of ops that can contribute: non-zero weight and not ``none``."""
+    nonzero = weights.detach().reshape(-1, *weights.shape[-2:]).ne(0).any(dim=0).cpu().tolist()
+    return [
+        [k for k, name in enumerate(names) if nonzero[e][k] and name not in ZERO_OPS]
+        for e, names in enumerate(candidates)
+    ]
+
+
+class SuperNet(nn.Module):
+    def __init__(
+        self,
+        candidates: dict[str, list[list[str]]],
+        channels: int,
+        num_classes: int,
+        layers: int,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+    ):
+        super().__init__()
+        self.candidates = candidates
+        c_curr = stem_multiplier * channels
+        self.stem = nn.Sequential(nn.Conv2d(3, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+        c_pp, c_p, c_curr = c_curr, c_curr, channels
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for index in range(layers):
+            reduction = index in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c_curr *= 2
+            cell_type = "reduce" if reduction else "normal"
+            cell = SearchCell(candidates[cell_type], steps, multiplier, c_pp, c_p, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, multiplier * c_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        active = {kind: active_ops(w, self.candidates[kind]) for kind, w in weights.items()}
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights[kind], active[kind])
+        return self.classifier(self.global_pooling(s1).flatten(1))

@@ -1,0 +1,59 @@
+"""Tables stage: one row per (search method, selection method) in the papers' format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from pipeline import artifacts
+
+SECONDS_PER = {"GPU-days": 86400.0, "CPU-hours": 3600.0}
+
+
+def cost_unit(device: str) -> str:
+    return "GPU-days" if device.startswith("cuda") else "CPU-hours"
+
+
+def build_table(metrics_paths: Iterable[str | Path], dataset: str) -> pd.DataFrame:
+    rows = []
+    for path in metrics_paths:
+        summary = artifacts.read_metrics(path).summary
+        if summary["dataset"] != dataset:
+            raise artifacts.ArtifactError(f"{path}: dataset {summary['dataset']!r}, expected {dataset!r}")
+        rows.append(summary)
+    if not rows:
+        raise artifacts.ArtifactError("tables: no retrain metrics given")
+    runs = pd.DataFrame(rows)
+    table = []
+    for (space, search, selection), group in runs.groupby(["space", "search_method", "selection_method"], sort=True):
+        errors = group["test_error"]
+        std = float(errors.std(ddof=1)) if len(errors) > 1 else 0.0
+        units = {cost_unit(device) for device in group["search_device"]}
+        unit = units.pop() if len(units) == 1 else "CPU-hours"
+        cost = ((group["search_seconds"] + group["select_seconds"]) / SECONDS_PER[unit]).mean()
+        table.append(
+            {
+                "dataset": dataset,
+                "space": space,
+                "search_method": search,
+                "selection_method": selection,
+                "seeds": " ".join(str(s) for s in sorted(group["seed"])),
+                "test_error": f"{errors.mean():.2f} ± {std:.2f}",
+                "test_error_mean": round(float(errors.mean()), 4),
+                "test_error_std": round(std, 4),
+                "test_error_best": round(float(errors.min()), 4),
+                "params_m": round(float(group["params_m"].mean()), 4),
+                "search_cost": round(float(cost), 6),
+                "search_cost_unit": unit,
+                "device": ",".join(sorted(set(group["search_device"]))),
+            }
+        )
+    return pd.DataFrame(table, columns=list(artifacts.TABLE_COLUMNS))
+
+
+def run_tables(params: dict, metrics_paths: list[str], out: str | Path) -> pd.DataFrame:
+    table = build_table(metrics_paths, params["dataset"])
+    artifacts.write_table(out, table)
+    return table

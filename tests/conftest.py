@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.data import prepare_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_TAR = REPO / "data" / "demo" / "cifar10-demo.tar.gz"
+
+SEARCH_SETTINGS = {
+    "space": "darts",
+    "epochs": 2,
+    "init_channels": 2,
+    "layers": 3,
+    "batch_size": 16,
+    "subset_per_class": None,
+    "train_portion": 0.5,
+    "split_seed": 0,
+    "w_lr": 0.025,
+    "w_lr_min": 0.001,
+    "w_momentum": 0.9,
+    "w_weight_decay": 3e-4,
+    "grad_clip": 5.0,
+    "eval_batch_size": 64,
+}
+DARTS_OPTIONS = {
+    "algorithm": "darts",
+    "order": 1,
+    "arch_lr": 3e-4,
+    "arch_betas": [0.5, 0.999],
+    "arch_weight_decay": 1e-3,
+    "init_scale": 1e-3,
+    "hvp_epsilon": 0.01,
+}
+RETRAIN_SETTINGS = {
+    "epochs": 2,
+    "init_channels": 4,
+    "layers": 3,
+    "batch_size": 32,
+    "lr": 0.025,
+    "lr_min": 0.0,
+    "momentum": 0.9,
+    "weight_decay": 3e-4,
+    "grad_clip": 5.0,
+    "cutout": 8,
+    "drop_path_prob": 0.2,
+    "auxiliary_weight": 0.4,
+    "eval_batch_size": 64,
+}
+RUNTIME = {"device": "cpu", "amp": "none", "channels_last": False}
+
+
+def search_params(seed=0, **changes) -> dict:
+    settings = {**SEARCH_SETTINGS, **changes.pop("settings", {})}
+    options = {**DARTS_OPTIONS, **changes.pop("options", {})}
+    params = {"dataset": "cifar10", "seed": seed, "method": "darts_1st", "options": options, "settings": settings, "runtime": dict(RUNTIME)}
+    params.update(changes)
+    return copy.deepcopy(params)
+
+
+def retrain_params(seed=0, **settings) -> dict:
+    return {"dataset": "cifar10", "seed": seed, "settings": {**RETRAIN_SETTINGS, **settings}, "runtime": dict(RUNTIME)}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """12 train and 5 test images per class of the committed demo subset, prepared."""
+    out = tmp_path_factory.mktemp("data") / "cifar10.pt"
+    prepare_dataset(
+        {
+            "dataset": "cifar10",
+            "source": {"format": "imagefolder", "train": str(DEMO_TAR), "test": str(DEMO_TAR)},
+            "subset": {"train_per_class": 12, "test_per_class": 5, "seed": 0},
+        },
+        out,
+    )
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)

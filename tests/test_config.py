@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+from pipeline.config import ConfigError, deep_merge, load_config, stage_params, validate_stage_params
+
+BASE = [REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml"]
+
+
+def write_overlay(tmp_path, overlay: dict):
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    return [*BASE, path]
+
+
+def test_papers_settings_and_demo_overlay():
+    papers = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert papers["search"]["settings"]["epochs"] == 50
+    assert papers["search"]["settings"]["init_channels"] == 16
+    assert papers["search"]["settings"]["layers"] == 8
+    assert papers["search"]["settings"]["batch_size"] == 64
+    assert papers["retrain"]["epochs"] == 600
+    assert papers["retrain"]["init_channels"] == 36
+    assert papers["retrain"]["layers"] == 20
+    assert papers["retrain"]["batch_size"] == 96
+    assert papers["seeds"] == [0, 1, 2, 3]
+    config = load_config(BASE)
+    assert config["runtime"]["device"] == "cpu"
+    assert config["search"]["run"] == ["darts_1st", "darts_2nd"]
+
+
+def test_deep_merge_merges_dicts_and_replaces_lists():
+    merged = deep_merge({"a": {"b": 1, "c": [1, 2]}, "d": 1}, {"a": {"c": [3]}, "e": 2})
+    assert merged == {"a": {"b": 1, "c": [3]}, "d": 1, "e": 2}
+
+
+@pytest.mark.parametrize(
+    "overlay, message",
+    [
+        ({"search": {"settings": {"epochs": "ten"}}}, "config key 'search.settings.epochs': 'ten' is not of type 'integer'"),
+        ({"search": {"settings": {"epoch": 3}}}, "config key 'search.settings.epoch': unknown key"),
+        ({"retrain": {"drop_path": 0.1}}, "config key 'retrain.drop_path': unknown key"),
+        ({"data": {"cifar10": {"source": {"train": "nowhere.tar"}}}}, "config key 'data.cifar10.source.train': file not found: nowhere.tar"),
+        ({"search": {"run": ["darts_3rd"]}}, "config key 'search.run[0]': 'darts_3rd' is not defined"),
+        ({"search": {"methods": {"darts_1st": {"order": 3}}}}, "config key 'search.methods.darts_1st.order'"),
+        ({"search": {"methods": {"x": {"algorithm": "nope"}}}}, "config key 'search.methods.x.algorithm': unknown search method 'nope'"),
+        ({"search": {"settings": {"space": "nope"}}}, "config key 'search.settings.space': unknown search space 'nope'"),
+        ({"dataset": "svhn"}, "config key 'dataset': 'svhn' has no entry"),
+        ({"runtime": {"amp": "fp8"}}, "config key 'runtime.amp'"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, overlay, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_overlay(tmp_path, overlay))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_stage_params_hold_only_the_stage_keys():
+    config = load_config(BASE)
+    search = stage_params(config, "search", method="darts_2nd", seed=1)
+    assert search["options"]["order"] == 2 and search["seed"] == 1
+    assert "retrain" not in search and "threads" not in search["runtime"]
+    select = stage_params(config, "select", method="magnitude", seed=1)
+    assert set(select) == {"dataset", "seed", "method", "options", "runtime"}
+    assert select["options"]["exclude_ops"] == ["none"]  # the method's default is filled in
+    retrain = stage_params(config, "retrain", seed=0)
+    assert retrain["settings"] == config["retrain"]
+    # Params given directly to a CLI are validated the same way.
+    assert validate_stage_params("search", search)["options"]["order"] == 2
+    search["settings"]["batch_size"] = 0
+    with pytest.raises(ConfigError, match="params.settings.batch_size"):
+        validate_stage_params("search", search)
+
+
+def test_check_config_cli(tmp_path):
+    good = subprocess.run(
+        [sys.executable, "-m", "pipeline", "check-config", *sum((["--config", str(p)] for p in BASE), [])],
+        capture_output=True, text=True,
+    )
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "pipeline", "check-config", *sum((["--config", str(p)] for p in write_overlay(tmp_path, {"seeds": "0"})), [])],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0
+    assert "config key 'seeds'" in bad.stderr

@@ -1,0 +1,155 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from conftest import search_params
+from pipeline import artifacts
+from pipeline.search import METHODS
+from pipeline.search.loop import run_search
+from pipeline.select.magnitude import parse_magnitude
+from pipeline.spaces import get_space
+
+
+def make_darts(order, seed=0, hvp_epsilon=0.01):
+    torch.manual_seed(seed)
+    space = get_space("darts")
+    model = space.build_supernet(channels=4, layers=3, num_classes=10).double()
+    params = search_params(options={"order": order, "hvp_epsilon": hvp_epsilon})
+    method = METHODS.get("darts")(space, model, params["options"], params["settings"], torch.device("cpu"), "none")
+    method.alpha.double()
+    for p in method.alpha.values():
+        p.data = p.data.double()
+        p.data.normal_(0, 0.5)  # away from uniform, so the gradient has structure
+    return space, model, method
+
+
+def batches(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, 3, 16, 16, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (16,), generator=g)
+    xv = torch.randn(16, 3, 16, 16, generator=g, dtype=torch.float64)
+    yv = torch.randint(0, 10, (16,), generator=g)
+    return (x, y), (xv, yv)
+
+
+def exact_unrolled_gradient(model, method, batch_w, batch_a, w_opt, lr, momentum, wd):
+    """d/dalpha L_val(w - lr * (momentum * buf + grad_w L_train(w, alpha) + wd * w), alpha) by double backward."""
+    names, params = zip(*model.named_parameters())
+    train_loss = F.cross_entropy(functional_call(model, dict(zip(names, params)), (batch_w[0], method.weights())), batch_w[1])
+    grads = torch.autograd.grad(train_loss, params, create_graph=True)
+    unrolled = {
+        n: p.detach() - lr * (momentum * w_opt.state[p]["momentum_buffer"] + g + wd * p.detach())
+        for n, p, g in zip(names, params, grads)
+    }
+    val_loss = F.cross_entropy(functional_call(model, unrolled, (batch_a[0], method.weights())), batch_a[1])
+    return torch.autograd.grad(val_loss, list(method.alpha.values()))
+
+
+@pytest.mark.parametrize("hvp_epsilon, rtol, atol", [(1e-6, 1e-4, 2e-6), (0.01, 1e-2, 5e-5)])
+def test_second_order_gradient_matches_autograd_double_backward(hvp_epsilon, rtol, atol):
+    space, model, method = make_darts(order=2, hvp_epsilon=hvp_epsilon)
+    batch_w, batch_a = batches()
+    lr, momentum, wd = 0.05, 0.9, 3e-4
+    w_opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
+    method.weight_step(*batch_w, method.weights(), w_opt)  # fill the momentum buffers
+    # BN on (trained) running statistics keeps the loss smooth in w, so finite differences
+    # converge; in train mode a tiny network's batch statistics make them erratic.
+    model.eval()
+    approx = method.arch_gradient(batch_w, batch_a, w_opt, lr)
+    exact = exact_unrolled_gradient(model, method, batch_w, batch_a, w_opt, lr, momentum, wd)
+    first = torch.autograd.grad(
+        F.cross_entropy(model(batch_a[0], method.weights()), batch_a[1]), list(method.alpha.values())
+    )
+    for a, e, f in zip(approx, exact, first):
+        assert torch.allclose(a, e, rtol=rtol, atol=atol), (a - e).abs().max()
+        assert not torch.allclose(e, f, rtol=1e-2)  # the unrolled term matters at this lr
+
+
+def test_first_order_gradient_is_the_validation_gradient():
+    _, model, method = make_darts(order=1)
+    batch_w, batch_a = batches()
+    w_opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    got = method.arch_gradient(batch_w, batch_a, w_opt, 0.05)
+    want = torch.autograd.grad(F.cross_entropy(model(batch_a[0], method.weights()), batch_a[1]), list(method.alpha.values()))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_search_writes_checkpoint_and_metrics(tiny_data, tmp_path):
+    params = search_params(settings={"epochs": 2})
+    path = run_search(params, tiny_data, tmp_path, threads=1)
+    checkpoint = artifacts.load_checkpoint(path, "supernet")
+    assert checkpoint["epoch"] == 2
+    assert checkpoint["provenance"]["params"] == params
+    assert checkpoint["provenance"]["search_seconds"] > 0
+    assert checkpoint["arch_weights"]["normal"].shape == (14, 8)
+    torch.testing.assert_close(checkpoint["arch_weights"]["normal"].sum(-1), torch.ones(14))
+    metrics = artifacts.read_metrics(tmp_path / "metrics.h5")
+    assert metrics.num_epochs == 2 and metrics.epochs["alpha_normal"].shape == (2, 14, 8)
+    assert metrics.epochs["lr"][0] == pytest.approx(0.025)
+    assert not np.allclose(metrics.epochs["alpha_normal"][0], metrics.epochs["alpha_normal"][1])  # alpha trains
+    assert (tmp_path / "checkpoint" / "last.pt").exists()
+
+
+def run_cli(params, data, out_dir):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "search", "--params", json.dumps(params), "--data", str(data), "--out-dir", str(out_dir), "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_sigkill_mid_search_then_rerun_resumes_to_the_same_result(tiny_data, tmp_path):
+    params = search_params(options={"order": 2}, settings={"epochs": 3})
+    reference = run_cli(params, tiny_data, tmp_path / "ref")
+    killed = run_cli(params, tiny_data, tmp_path / "killed")
+    last = tmp_path / "killed" / "checkpoint" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.02)
+    assert killed.poll() is None, "search finished before it could be killed"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert artifacts.load_checkpoint(last, "supernet")["epoch"] == 1
+    assert not (tmp_path / "killed" / "supernet.pt").exists()
+
+    resumed = run_cli(params, tiny_data, tmp_path / "killed")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "resuming search" in err and "after epoch 1" in err
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err
+
+    a = artifacts.load_checkpoint(tmp_path / "ref" / "supernet.pt", "supernet")
+    b = artifacts.load_checkpoint(tmp_path / "killed" / "supernet.pt", "supernet")
+    for kind in ("normal", "reduce"):
+        assert torch.equal(a["method"]["alpha"][kind], b["method"]["alpha"][kind])
+    space = get_space("darts")
+    assert parse_magnitude(space, a["arch_weights"]) == parse_magnitude(space, b["arch_weights"])
+    metrics = artifacts.read_metrics(tmp_path / "killed" / "metrics.h5")
+    assert metrics.epochs["epoch"].tolist() == [0, 1, 2]
+
+
+def test_resume_ignores_a_checkpoint_made_with_other_parameters(tiny_data, tmp_path):
+    run_search(search_params(settings={"epochs": 1}), tiny_data, tmp_path, threads=1)
+    changed = search_params(settings={"epochs": 1, "w_lr": 0.05})
+    run_search(changed, tiny_data, tmp_path, threads=1)
+    assert artifacts.load_checkpoint(tmp_path / "supernet.pt", "supernet")["provenance"]["params"] == changed
+    assert artifacts.read_metrics(tmp_path / "metrics.h5").epochs["lr"][0] == pytest.approx(0.05)
+
+
+def test_search_cli_rejects_bad_params(tiny_data, tmp_path):
+    bad = search_params(settings={"layers": "eight"})
+    proc = run_cli(bad, tiny_data, tmp_path / "out")
+    _, err = proc.communicate()
+    assert proc.returncode == 2
+    assert err.strip() == "pipeline search: error: config key 'params.settings.layers': 'eight' is not of type 'integer'"
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,171 @@
+"""End to end: the Snakemake workflow and the DVC pipeline on a tiny overlay config.
+
+Each test copies the project (Snakefile, rules, config, sources, demo data) into a temp
+folder, so that edits there (config, code mtimes) touch nothing of the checkout.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "seeds": [0],
+    "runtime": {"device": "cpu", "channels_last": False, "threads": 1},
+    "data": {"cifar10": {"subset": {"train_per_class": 8, "test_per_class": 4, "seed": 0}}},
+    "search": {"run": ["darts_1st"], "settings": {"epochs": 1, "init_channels": 2, "layers": 3, "batch_size": 20}},
+    "retrain": {"epochs": 1, "init_channels": 4, "layers": 3, "batch_size": 40},
+}
+TARGET = "results/tables/cifar10.csv"
+BIN = Path(sys.executable).parent
+
+
+def copy_project(dest: Path) -> Path:
+    for name in ("Snakefile", "workflow", "config", "src", "data", ".dvcignore"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, dest / name)
+    (dest / "config" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    return dest
+
+
+def env():
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(project: Path, *args: str, configfiles=("config/demo.yaml", "config/tiny.yaml")):
+    cmd = [str(BIN / "snakemake"), TARGET, "--cores", "2", "--configfile", *configfiles, *args]
+    return subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
+
+
+def planned_jobs(result) -> dict[str, int]:
+    """Rule -> job count from a dry run's 'Job stats' table."""
+    assert result.returncode == 0, result.stderr + result.stdout
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    stats = text.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, flags=re.M)}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("wf"))
+    result = snakemake(project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project
+
+
+def test_chain_produces_the_table(project):
+    import pandas as pd
+
+    table = pd.read_csv(project / TARGET)
+    assert list(table["search_method"]) == ["darts_1st"] and list(table["selection_method"]) == ["magnitude"]
+    assert 0 <= table["test_error_mean"][0] <= 100
+    assert table["search_cost_unit"][0] == "CPU-hours" and table["search_cost"][0] > 0
+    for log in ("data/cifar10", "search/cifar10/darts_1st/seed0", "retrain/cifar10/darts_1st/magnitude/seed0"):
+        assert (project / "logs" / f"{log}.log").exists()
+
+
+def test_second_run_has_nothing_to_do(project):
+    assert planned_jobs(snakemake(project, "-n")) == {}
+
+
+def edit_config(project: Path, change: dict) -> None:
+    path = project / "config" / "tiny.yaml"
+    from pipeline.config import deep_merge
+
+    path.write_text(yaml.safe_dump(deep_merge(TINY, change)))
+
+
+def test_selection_setting_reruns_select_retrain_tables_not_search(project):
+    edit_config(project, {"select": {"methods": {"magnitude": {"algorithm": "magnitude", "exclude_ops": ["none", "skip_connect"]}}}})
+    try:
+        jobs = planned_jobs(snakemake(project, "-n"))
+    finally:
+        edit_config(project, {})
+    assert set(jobs) == {"select", "retrain", "tables", "all"}
+
+
+def test_retrain_epochs_rerun_retrain_and_tables_only(project):
+    edit_config(project, {"retrain": {"epochs": 2}})
+    try:
+        jobs = planned_jobs(snakemake(project, "-n"))
+    finally:
+        edit_config(project, {})
+    assert set(jobs) == {"retrain", "tables", "all"}
+
+
+def test_editing_search_code_reruns_search(project):
+    source = project / "src" / "pipeline" / "search" / "darts.py"
+    stat = source.stat()
+    os.utime(source, (stat.st_atime, stat.st_mtime + 3600))
+    try:
+        jobs = planned_jobs(snakemake(project, "-n"))
+    finally:
+        os.utime(source, (stat.st_atime, stat.st_mtime))
+    assert "search" in jobs and "prepare_data" not in jobs
+
+
+@pytest.mark.parametrize(
+    "overlay, message",
+    [
+        ({"retrain": {"epochs": "many"}}, "config error: config key 'retrain.epochs': 'many' is not of type 'integer'"),
+        ({"search": {"settings": {"epoch": 1}}}, "config error: config key 'search.settings.epoch': unknown key"),
+        ({"data": {"cifar10": {"source": {"train": "data/none.tar.gz"}}}}, "config error: config key 'data.cifar10.source.train': file not found: data/none.tar.gz"),
+    ],
+)
+def test_bad_config_fails_before_any_job_and_writes_nothing(tmp_path, overlay, message):
+    project = copy_project(tmp_path)
+    (project / "config" / "bad.yaml").write_text(yaml.safe_dump(overlay))
+    result = snakemake(project, configfiles=("config/demo.yaml", "config/tiny.yaml", "config/bad.yaml"))
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [message]
+    assert not (project / "results").exists() and not (project / "logs").exists()
+
+
+def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
+    project = copy_project(tmp_path)
+    run = lambda *cmd: subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
+    assert run("git", "init", "-q").returncode == 0
+    assert run(str(BIN / "dvc"), "init", "-q").returncode == 0
+    gen = run(str(BIN / "python"), "-m", "pipeline", "dvc-yaml", "--config", "config/config.yaml", "--config", "config/demo.yaml",
+              "--config", "config/tiny.yaml", "--out", "dvc.yaml")
+    assert gen.returncode == 0, gen.stderr
+    first = run(str(BIN / "dvc"), "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (project / TARGET).exists()
+    second = run(str(BIN / "dvc"), "repro")
+    assert second.returncode == 0
+    assert "Running stage" not in second.stdout
+    status = run(str(BIN / "dvc"), "status")
+    assert "up to date" in status.stdout
+    # Changing a retrain setting reruns retrain and tables only.
+    edit_config(project, {"retrain": {"epochs": 2}})
+    third = run(str(BIN / "dvc"), "repro")
+    ran = set(re.findall(r"Running stage '([^']+)'", third.stdout))
+    assert ran == {"retrain_cifar10_darts_1st_magnitude_seed0", "tables_cifar10"}, third.stdout
+
+
+def test_committed_dvc_yaml_matches_the_config():
+    from pipeline.dvc import render_dvc_yaml
+
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        expected = render_dvc_yaml(["config/config.yaml", "config/demo.yaml"])
+    finally:
+        os.chdir(cwd)
+    assert (REPO / "dvc.yaml").read_text() == expected

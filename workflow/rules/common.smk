@@ -1,0 +1,58 @@
+# Config validation, paths and helpers shared by every rule.
+import json
+import sys
+from pathlib import Path
+
+from pipeline.config import PATHS, STAGE_CODE, ConfigError, stage_params, validate_config
+
+try:
+    validate_config(config)
+except ConfigError as exc:
+    # One line naming the key or file, before any job starts.
+    sys.stderr.write(f"config error: {exc}\n")
+    sys.exit(1)
+
+PIPELINE = f"{sys.executable} -m pipeline"
+SRC = Path(workflow.basedir) / "src" / "pipeline"
+THREADS = max(1, config["runtime"]["threads"])
+
+DATA = PATHS["data"]
+SEARCH_DIR = PATHS["search_dir"]
+GENOTYPE = PATHS["genotype"]
+RETRAIN_DIR = PATHS["retrain_dir"]
+
+
+wildcard_constraints:
+    dataset="[a-z0-9_]+",
+    search="[A-Za-z0-9_-]+",
+    select="[A-Za-z0-9_-]+",
+    seed="[0-9]+",
+
+
+def code_files(stage):
+    """Library sources the stage runs: editing them reruns it (mtime trigger)."""
+    files = []
+    for name in STAGE_CODE[stage]:
+        path = SRC / name
+        files.extend(sorted(str(p) for p in path.glob("*.py")) if path.is_dir() else [str(path)])
+    return files
+
+
+def stage_json(stage, wildcards, **keys):
+    """The job's own parameters; Snakemake reruns the job when they change."""
+    params = stage_params(config, stage, dataset=wildcards.dataset, **keys)
+    return json.dumps(params, sort_keys=True)
+
+
+def table_path(dataset):
+    return PATHS["table"].format(dataset=dataset)
+
+
+def retrain_metrics(wildcards):
+    return expand(
+        f"{RETRAIN_DIR}/metrics.h5",
+        dataset=wildcards.dataset,
+        search=config["search"]["run"],
+        select=config["select"]["run"],
+        seed=config["seeds"],
+    )
