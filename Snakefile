@@ -17,6 +17,6 @@ include: "workflow/rules/tables.smk"
 
 
 rule all:
+    default_target: True
     input:
         table_path(config["dataset"]),
-    default_target: True

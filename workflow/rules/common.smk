@@ -3,7 +3,13 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.config import PATHS, STAGE_CODE, ConfigError, stage_params, validate_config
+from pipeline.config import (
+    PATHS,
+    STAGE_CODE,
+    ConfigError,
+    stage_params,
+    validate_config,
+)
 
 try:
     validate_config(config)
@@ -12,7 +18,6 @@ except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")
     sys.exit(1)
 
-PIPELINE = f"{sys.executable} -m pipeline"
 SRC = Path(workflow.basedir) / "src" / "pipeline"
 THREADS = max(1, config["runtime"]["threads"])
 
@@ -34,7 +39,9 @@ def code_files(stage):
     files = []
     for name in STAGE_CODE[stage]:
         path = SRC / name
-        files.extend(sorted(str(p) for p in path.glob("*.py")) if path.is_dir() else [str(path)])
+        files.extend(
+            sorted(str(p) for p in path.glob("*.py")) if path.is_dir() else [str(path)]
+        )
     return files
 
 

@@ -3,9 +3,11 @@ rule prepare_data:
         code=code_files("data"),
     output:
         DATA,
-    params:
-        stage=lambda w: stage_json("data", w),
     log:
         "logs/data/{dataset}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        stage=lambda w: stage_json("data", w),
     shell:
-        "{PIPELINE} data --params {params.stage:q} --out {output} 2> {log}"
+        "python -m pipeline data --params {params.stage:q} --out {output} 2> {log}"

@@ -6,12 +6,14 @@ rule retrain:
     output:
         model=f"{RETRAIN_DIR}/model.pt",
         metrics=f"{RETRAIN_DIR}/metrics.h5",
+    log:
+        "logs/retrain/{dataset}/{search}/{select}/seed{seed}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: THREADS
     params:
         stage=lambda w: stage_json("retrain", w, seed=w.seed),
         out_dir=RETRAIN_DIR,
-    log:
-        "logs/retrain/{dataset}/{search}/{select}/seed{seed}.log",
-    threads: THREADS
     shell:
-        "{PIPELINE} retrain --params {params.stage:q} --genotype {input.genotype}"
+        "python -m pipeline retrain --params {params.stage:q} --genotype {input.genotype}"
         " --data {input.data} --out-dir {params.out_dir} --threads {threads} 2> {log}"

@@ -5,11 +5,13 @@ rule select:
         code=code_files("select"),
     output:
         GENOTYPE,
-    params:
-        stage=lambda w: stage_json("select", w, method=w.select, seed=w.seed),
     log:
         "logs/select/{dataset}/{search}/{select}/seed{seed}.log",
+    conda:
+        "../envs/pipeline.yaml"
     threads: THREADS
+    params:
+        stage=lambda w: stage_json("select", w, method=w.select, seed=w.seed),
     shell:
-        "{PIPELINE} select --params {params.stage:q} --supernet {input.supernet}"
+        "python -m pipeline select --params {params.stage:q} --supernet {input.supernet}"
         " --data {input.data} --out {output} --threads {threads} 2> {log}"

@@ -4,9 +4,11 @@ rule tables:
         code=code_files("tables"),
     output:
         table_path("{dataset}"),
-    params:
-        stage=lambda w: stage_json("tables", w),
     log:
         "logs/tables/{dataset}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        stage=lambda w: stage_json("tables", w),
     shell:
-        "{PIPELINE} tables --params {params.stage:q} --out {output} {input.metrics} > {log} 2>&1"
+        "python -m pipeline tables --params {params.stage:q} --out {output} {input.metrics} > {log} 2>&1"
