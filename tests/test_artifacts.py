@@ -89,6 +89,10 @@ def test_genotype_round_trip_and_validation(tmp_path):
     path.write_text(json.dumps(broken))
     with pytest.raises(ArtifactError, match="no edge from node 4 to node 2"):
         artifacts.read_genotype(path)
+    broken["cells"]["normal"]["edges"][0] = {"node": 2, "input": 1, "op": "sep_conv_3x3"}  # edge 1 -> 2 again
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ArtifactError, match="appears twice"):
+        artifacts.read_genotype(path)
     path.write_text("{")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         artifacts.read_genotype(path)

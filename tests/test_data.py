@@ -75,6 +75,13 @@ def test_tar_with_mismatched_classes_is_rejected(tmp_path):
     assert not (tmp_path / "d.pt").exists()
 
 
+def test_corrupt_image_names_the_file(tmp_path):
+    make_folder(tmp_path, "train")
+    (tmp_path / "train" / "a_dog" / "9.png").write_bytes(b"not a png")
+    with pytest.raises(DataSourceError, match=r"9.png: not a readable image"):
+        read_imagefolder(tmp_path / "train", "train")
+
+
 def test_not_a_tarball(tmp_path):
     bad = tmp_path / "x.tar.gz"
     bad.write_bytes(b"nope")

@@ -38,7 +38,7 @@ class Interrupted(Exception):
     pass
 
 
-def test_retrain_resumes_after_interruption(tiny_data, genotype_file, tmp_path, monkeypatch):
+def test_retrain_resumes_after_interruption(tiny_data, genotype_file, tmp_path, monkeypatch, capfd):
     full = run_retrain(retrain_params(epochs=2), genotype_file, tiny_data, tmp_path / "a", threads=1)
 
     real_save = artifacts.save_checkpoint
@@ -53,7 +53,11 @@ def test_retrain_resumes_after_interruption(tiny_data, genotype_file, tmp_path, 
         run_retrain(retrain_params(epochs=2), genotype_file, tiny_data, tmp_path / "b", threads=1)
     assert not (tmp_path / "b" / "metrics.h5").exists()
     monkeypatch.setattr(artifacts, "save_checkpoint", real_save)
+    capfd.readouterr()
     resumed = run_retrain(retrain_params(epochs=2), genotype_file, tiny_data, tmp_path / "b", threads=1)
+    log = capfd.readouterr().err
+    assert "resuming from" in log and "after epoch 1" in log
+    assert "retrain epoch 1/2" not in log  # epoch 1 was not trained again
     first = artifacts.read_metrics(tmp_path / "a" / "metrics.h5")
     second = artifacts.read_metrics(tmp_path / "b" / "metrics.h5")
     assert first.epochs["test_acc"].tolist() == second.epochs["test_acc"].tolist()

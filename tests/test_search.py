@@ -97,7 +97,7 @@ def test_search_writes_checkpoint_and_metrics(tiny_data, tmp_path):
     assert metrics.num_epochs == 2 and metrics.epochs["alpha_normal"].shape == (2, 14, 8)
     assert metrics.epochs["lr"][0] == pytest.approx(0.025)
     assert not np.allclose(metrics.epochs["alpha_normal"][0], metrics.epochs["alpha_normal"][1])  # alpha trains
-    assert (tmp_path / "checkpoint" / "last.pt").exists()
+    assert not (tmp_path / "checkpoint").exists()  # resume point dropped once complete
 
 
 def run_cli(params, data, out_dir):
@@ -124,7 +124,7 @@ def test_sigkill_mid_search_then_rerun_resumes_to_the_same_result(tiny_data, tmp
     resumed = run_cli(params, tiny_data, tmp_path / "killed")
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
-    assert "resuming search" in err and "after epoch 1" in err
+    assert "resuming from" in err and "after epoch 1" in err
     _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err
 
@@ -138,8 +138,12 @@ def test_sigkill_mid_search_then_rerun_resumes_to_the_same_result(tiny_data, tmp
     assert metrics.epochs["epoch"].tolist() == [0, 1, 2]
 
 
-def test_resume_ignores_a_checkpoint_made_with_other_parameters(tiny_data, tmp_path):
+def test_resume_ignores_a_checkpoint_made_with_other_parameters(tiny_data, tmp_path, monkeypatch):
+    from pipeline.search import loop
+
+    monkeypatch.setattr(loop, "finish", lambda path: None)  # keep the resume point around
     run_search(search_params(settings={"epochs": 1}), tiny_data, tmp_path, threads=1)
+    assert (tmp_path / "checkpoint" / "last.pt").exists()
     changed = search_params(settings={"epochs": 1, "w_lr": 0.05})
     run_search(changed, tiny_data, tmp_path, threads=1)
     assert artifacts.load_checkpoint(tmp_path / "supernet.pt", "supernet")["provenance"]["params"] == changed

@@ -39,6 +39,23 @@ def test_table_rows_mean_std_best_params_cost(tmp_path):
     assert artifacts.read_table(tmp_path / "t.csv").shape == (2, len(artifacts.TABLE_COLUMNS))
 
 
+def test_gpu_and_cpu_searches_get_separate_rows(tmp_path):
+    paths = [
+        retrain_metrics(tmp_path / "a.h5", "darts_2nd", 3.0, 0, search_seconds=86400, device="cuda:0"),
+        retrain_metrics(tmp_path / "b.h5", "darts_2nd", 2.0, 1, search_seconds=3600, device="cpu"),
+    ]
+    table = build_table(paths, "cifar10")
+    assert sorted(table["search_cost_unit"]) == ["CPU-hours", "GPU-days"]
+    assert list(table["search_cost"]) == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_search_metrics_are_not_a_retrain_result(tmp_path):
+    epochs = {k: np.zeros(1) for k in ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "wall_time")}
+    artifacts.write_metrics(tmp_path / "s.h5", Metrics("search", epochs, {}, {}))
+    with pytest.raises(artifacts.ArtifactError, match="a search metrics file, expected a retrain one"):
+        build_table([tmp_path / "s.h5"], "cifar10")
+
+
 def test_table_rejects_results_of_another_dataset(tmp_path):
     path = retrain_metrics(tmp_path / "a.h5", "darts_1st", 3.0, 0, dataset="cifar100")
     with pytest.raises(artifacts.ArtifactError, match="dataset 'cifar100', expected 'cifar10'"):

@@ -215,6 +215,11 @@ def load_dataset(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise ArtifactError(f"{path}: not a readable dataset ({exc.__class__.__name__})") from None
     if not isinstance(record, dict) or record.get("format") != DATASET_FORMAT:
         raise ArtifactError(f"{path}: field 'format' is not {DATASET_FORMAT!r}")
+    if record.get("version") != DATASET_VERSION:
+        raise ArtifactError(f"{path}: field 'version' is {record.get('version')!r}, expected {DATASET_VERSION}")
+    for key in ("tensors", "checksum", "meta"):
+        if key not in record:
+            raise ArtifactError(f"{path}: field {key!r} is missing")
     tensors = record["tensors"]
     for split in ("train", "test"):
         images, labels = tensors.get(f"{split}_images"), tensors.get(f"{split}_labels")
@@ -324,6 +329,12 @@ def read_metrics(path: str | os.PathLike) -> Metrics:
                 raise ArtifactError(f"{path}: attribute 'format' is not {METRICS_FORMAT!r}")
             if handle.attrs.get("version") != METRICS_VERSION:
                 raise ArtifactError(f"{path}: attribute 'version' is not {METRICS_VERSION}")
+            for item in ("kind", "provenance"):
+                if item not in handle.attrs:
+                    raise ArtifactError(f"{path}: attribute {item!r} is missing")
+            for group in ("epochs", "summary"):
+                if not isinstance(handle.get(group), h5py.Group):
+                    raise ArtifactError(f"{path}: group {group!r} is missing")
             metrics = Metrics(
                 kind=str(handle.attrs["kind"]),
                 epochs={key: handle["epochs"][key][()] for key in handle["epochs"]},
@@ -332,6 +343,8 @@ def read_metrics(path: str | os.PathLike) -> Metrics:
             )
     except OSError as exc:
         raise ArtifactError(f"{path}: not a readable HDF5 file ({exc})") from None
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{path}: a summary or provenance attribute is not valid JSON") from None
     _check_metrics(metrics, str(path))
     return metrics
 
@@ -362,7 +375,10 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: table file not found")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not a readable CSV table ({exc.__class__.__name__})") from None
     missing = [column for column in TABLE_COLUMNS if column not in table.columns]
     if missing:
         raise ArtifactError(f"{path}: table lacks column {missing[0]!r}")

@@ -55,15 +55,16 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
+        # Not in-place: the head reads the cell output that the network goes on using.
         self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),
             nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
             nn.Conv2d(channels, 128, 1, bias=False),
             nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),
             nn.Conv2d(128, 768, 2, bias=False),
             nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),
         )
         self.classifier = nn.Linear(768, num_classes)
 

@@ -17,8 +17,9 @@ from pipeline.config import ConfigError, load_config, stage_params, validate_sta
 from pipeline.data import DataSourceError
 from pipeline.registry import UnknownNameError
 from pipeline.runtime import RuntimeConfigError
+from pipeline.select.base import SelectionError
 
-USER_ERRORS = (ConfigError, ArtifactError, DataSourceError, RuntimeConfigError, UnknownNameError)
+USER_ERRORS = (ConfigError, ArtifactError, DataSourceError, RuntimeConfigError, UnknownNameError, SelectionError)
 
 
 def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:

@@ -78,8 +78,19 @@ def _schema_error(error: jsonschema.ValidationError, prefix: str = "") -> Config
     return ConfigError(f"config key '{prefix}{_key(location)}': {error.message}")
 
 
+def _is_integer(checker, instance) -> bool:
+    # JSON Schema counts 3.0 as an integer; range() and tensor shapes do not.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 def _validate(instance: Any, subschema: dict, prefix: str = "") -> None:
-    validator = jsonschema.Draft202012Validator(subschema)
+    validator = _Validator(subschema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is not None:
         raise _schema_error(error, prefix)
@@ -151,9 +162,9 @@ PATHS = {
 # Library sources (relative to src/pipeline) whose edits must rerun a stage.
 STAGE_CODE = {
     "data": ["data.py"],
-    "search": ["search", "spaces", "supernet.py", "ops.py"],
-    "select": ["select"],
-    "retrain": ["retrain.py", "cifar_net.py", "ops.py"],
+    "search": ["search", "spaces", "supernet.py", "cifar_net.py", "ops.py", "data.py", "training.py", "runtime.py"],
+    "select": ["select", "spaces", "supernet.py", "cifar_net.py", "ops.py"],
+    "retrain": ["retrain.py", "spaces", "supernet.py", "cifar_net.py", "ops.py", "data.py", "training.py", "runtime.py", "counting.py"],
     "tables": ["tables.py"],
 }
 

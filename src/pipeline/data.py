@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
@@ -54,9 +55,11 @@ def _collect(entries: dict[PurePosixPath, Any], split: str, where: str) -> list[
 
 
 def _decode(data: bytes, where: str) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return array
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, Image.UnidentifiedImageError) as exc:
+        raise DataSourceError(f"{where}: not a readable image ({exc.__class__.__name__})") from None
 
 
 def read_imagefolder(path: str | Path, split: str) -> tuple[np.ndarray, list[str]]:
@@ -73,9 +76,9 @@ def read_imagefolder(path: str | Path, split: str) -> tuple[np.ndarray, list[str
             with tarfile.open(path) as archive:
                 members = {PurePosixPath(m.name.lstrip("./")): m for m in archive.getmembers() if m.isfile()}
                 items = _collect(members, split, str(path))
-                images = [_decode(archive.extractfile(member).read(), str(path)) for _, member in items]
-        except tarfile.TarError as exc:
-            raise DataSourceError(f"{path}: not a readable tar archive ({exc})") from None
+                images = [_decode(archive.extractfile(member).read(), f"{path}:{member.name}") for _, member in items]
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise DataSourceError(f"{path}: not a readable tar archive ({exc.__class__.__name__}: {exc})") from None
     shapes = {image.shape for image in images}
     if len(shapes) != 1:
         raise DataSourceError(f"{path}: images of different sizes {sorted(shapes)[:3]}")

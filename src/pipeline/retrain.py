@@ -18,8 +18,16 @@ from torch import nn
 from pipeline import artifacts, runtime
 from pipeline.counting import count_multiply_adds, count_parameters
 from pipeline.data import Augment, BatchLoader, load_prepared
-from pipeline.search.loop import epoch_seed, evaluate
 from pipeline.spaces import get_space
+from pipeline.training import (
+    epoch_seed,
+    evaluate,
+    finish,
+    load_resume_state,
+    restore_training_state,
+    resume_key,
+    training_state,
+)
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.h5"
@@ -55,25 +63,15 @@ def run_retrain(params: dict[str, Any], genotype_path: str | Path, data_path: st
     history: dict[str, list] = {}
     start_epoch = 0
     resume_path = out_dir / RESUME_FILE
-    if resume_path.exists():
-        state = artifacts.load_checkpoint(resume_path, "retrain", map_location=device)
-        if state["provenance"]["params"] == params and state["provenance"]["genotype_cells"] == genotype["cells"]:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            artifacts.set_rng_state(state["rng"])
-            history, start_epoch = state["history"], state["epoch"]
-            runtime.log(f"resuming retrain from {resume_path} after epoch {start_epoch}")
+    resume = resume_key(params, data_path, genotype_cells=genotype["cells"])
+    state = load_resume_state(resume_path, "retrain", resume)
+    if state is not None:
+        history, start_epoch = restore_training_state(state, model, optimizer, scheduler, scaler)
 
     def payload(epoch: int) -> dict[str, Any]:
         return {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": artifacts.rng_state(),
-            "history": history,
-            "provenance": artifacts.provenance(params, seed=seed, genotype_cells=genotype["cells"], device=str(device)),
+            **training_state(epoch, model, optimizer, scheduler, scaler, history),
+            "provenance": artifacts.provenance(params, seed=seed, device=str(device), resume_key=resume),
         }
 
     epochs = settings["epochs"]
@@ -136,9 +134,10 @@ def run_retrain(params: dict[str, Any], genotype_path: str | Path, data_path: st
         "search_device": gp["search_device"],
         "genotype_sha256": artifacts.sha256_file(genotype_path),
     }
-    artifacts.save_checkpoint(out_dir / MODEL_FILE, "retrain", payload(epochs))
-    epochs_arrays = {key: np.asarray(values) for key, values in history.items()}
+    epochs_arrays = {name: np.asarray(values) for name, values in history.items()}
     provenance = artifacts.provenance(params, seed=seed, genotype_file=str(genotype_path), device=str(device))
     artifacts.write_metrics(out_dir / METRICS_FILE, artifacts.Metrics("retrain", epochs_arrays, summary, provenance))
+    artifacts.save_checkpoint(out_dir / MODEL_FILE, "retrain", payload(epochs))
+    finish(resume_path)
     runtime.log(f"retrain done: test acc {summary['test_acc']:.2f}%, {summary['params_m']:.3f}M params")
     return summary

@@ -19,19 +19,23 @@ def cost_unit(device: str) -> str:
 def build_table(metrics_paths: Iterable[str | Path], dataset: str) -> pd.DataFrame:
     rows = []
     for path in metrics_paths:
-        summary = artifacts.read_metrics(path).summary
-        if summary["dataset"] != dataset:
+        metrics = artifacts.read_metrics(path)
+        if metrics.kind != "retrain":
+            raise artifacts.ArtifactError(f"{path}: a {metrics.kind} metrics file, expected a retrain one")
+        summary = metrics.summary
+        if summary.get("dataset") != dataset:
             raise artifacts.ArtifactError(f"{path}: dataset {summary['dataset']!r}, expected {dataset!r}")
         rows.append(summary)
     if not rows:
         raise artifacts.ArtifactError("tables: no retrain metrics given")
     runs = pd.DataFrame(rows)
+    # Searches on GPU and on CPU do not add up: they get separate rows.
+    runs["search_cost_unit"] = [cost_unit(device) for device in runs["search_device"]]
     table = []
-    for (space, search, selection), group in runs.groupby(["space", "search_method", "selection_method"], sort=True):
+    keys = ["space", "search_method", "selection_method", "search_cost_unit"]
+    for (space, search, selection, unit), group in runs.groupby(keys, sort=True):
         errors = group["test_error"]
         std = float(errors.std(ddof=1)) if len(errors) > 1 else 0.0
-        units = {cost_unit(device) for device in group["search_device"]}
-        unit = units.pop() if len(units) == 1 else "CPU-hours"
         cost = ((group["search_seconds"] + group["select_seconds"]) / SECONDS_PER[unit]).mean()
         table.append(
             {

@@ -45,6 +45,13 @@ def code_files(stage):
     return files
 
 
+def data_source_files(wildcards):
+    """Local source files of a dataset: replacing them reruns the data stage."""
+    source = config["data"][wildcards.dataset]["source"]
+    paths = [source[key] for key in ("train", "test", "root") if key in source]
+    return sorted({path for path in paths if Path(path).exists()})
+
+
 def stage_json(stage, wildcards, **keys):
     """The job's own parameters; Snakemake reruns the job when they change."""
     params = stage_params(config, stage, dataset=wildcards.dataset, **keys)

@@ -1,5 +1,6 @@
 rule prepare_data:
     input:
+        source=data_source_files,
         code=code_files("data"),
     output:
         DATA,

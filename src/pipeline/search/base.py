@@ -54,8 +54,9 @@ class SearchMethod:
         return {}
 
     # -- shared pieces
-    def loss(self, x: torch.Tensor, y: torch.Tensor, weights: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        with runtime.autocast(self.device, self.amp):
+    def loss(self, x, y, weights: dict[str, torch.Tensor], amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the supernet; ``amp=False`` forces fp32 (finite differences need it)."""
+        with runtime.autocast(self.device, self.amp if amp else "none"):
             logits = self.model(x, weights)
             return F.cross_entropy(logits.float(), y), logits
 

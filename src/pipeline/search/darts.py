@@ -4,7 +4,9 @@
 2nd order: the validation loss at the weights after one virtual SGD step,
 w' = w - lr * (momentum * buf + grad_w L_train + wd * w); its alpha gradient is
 grad_alpha L_val(w') - lr * H v, where the Hessian-vector product comes from central
-finite differences of grad_alpha L_train at w +- r v, v = grad_w' L_val, r = 0.01/||v|| (``hvp_epsilon``).
+finite differences of grad_alpha L_train at w +- r v, v = grad_w' L_val, r = 0.01/||v||
+(``hvp_epsilon``). The unrolled step always runs in fp32: finite differences in half
+precision are noise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from pipeline import runtime
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 
@@ -26,7 +27,13 @@ class Darts(SearchMethod):
     OPTIONS = {
         "order": {"enum": [1, 2], "default": 1, "description": "1: first-order, 2: unrolled second-order"},
         "arch_lr": {"type": "number", "exclusiveMinimum": 0, "default": 3e-4},
-        "arch_betas": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2, "default": [0.5, 0.999]},
+        "arch_betas": {
+            "type": "array",
+            "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+            "minItems": 2,
+            "maxItems": 2,
+            "default": [0.5, 0.999],
+        },
         "arch_weight_decay": {"type": "number", "minimum": 0, "default": 1e-3},
         "init_scale": {"type": "number", "minimum": 0, "default": 1e-3, "description": "alpha ~ init_scale * N(0, 1)"},
         "hvp_epsilon": {"type": "number", "exclusiveMinimum": 0, "default": 0.01, "description": "2nd order: r = hvp_epsilon / ||v||"},
@@ -78,7 +85,7 @@ class Darts(SearchMethod):
     def arch_gradient(self, batch_w, batch_a, w_optimizer, lr) -> list[torch.Tensor]:
         alphas = list(self.alpha.values())
         if self.options["order"] == 1:
-            loss, _ = self.loss(*batch_a, self.weights())
+            loss, _ = self.loss(*batch_a, self.weights())  # a plain backward pass: AMP is fine
             return list(torch.autograd.grad(loss, alphas))
         return self._unrolled_gradient(batch_w, batch_a, w_optimizer, lr)
 
@@ -89,7 +96,7 @@ class Darts(SearchMethod):
         momentum, weight_decay = group["momentum"], group["weight_decay"]
 
         # Virtual step w' = w - lr * (momentum * buf + grad + wd * w), arch weights fixed.
-        train_loss, _ = self.loss(*batch_w, {k: w.detach() for k, w in self.weights().items()})
+        train_loss, _ = self.loss(*batch_w, {k: w.detach() for k, w in self.weights().items()}, amp=False)
         grads = torch.autograd.grad(train_loss, params)
         unrolled = []
         with torch.no_grad():
@@ -109,10 +116,12 @@ class Darts(SearchMethod):
         return [da - lr * h for da, h in zip(d_alpha, hvp)]
 
     def _functional_loss(self, params: dict[str, torch.Tensor], batch) -> torch.Tensor:
+        """Loss at other weights, in fp32. BN statistics go to copies: the virtual steps
+        must not move the supernet's running statistics (DARTS uses a model copy)."""
         x, y = batch
-        with runtime.autocast(self.device, self.amp):
-            logits = functional_call(self.model, params, (x, self.weights()))
-            return F.cross_entropy(logits.float(), y)
+        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
+        logits = functional_call(self.model, {**params, **buffers}, (x, self.weights()))
+        return F.cross_entropy(logits.float(), y)
 
     def _hessian_vector_product(self, names, params, vector, batch_w) -> list[torch.Tensor]:
         """(grad_alpha L_train(w + r v) - grad_alpha L_train(w - r v)) / (2 r)."""

@@ -1,8 +1,9 @@
 """The search loop shared by every method: epochs, LR schedule, validation, checkpoints.
 
 State is saved after every epoch to ``<out_dir>/checkpoint/last.pt``; a rerun with the
-same parameters resumes there, and the final supernet and metrics are identical to an
-uninterrupted run because each epoch's data order comes from (seed, epoch) alone.
+same parameters and data resumes there, and the final supernet and metrics are identical
+to an uninterrupted run because each epoch's data order comes from (seed, epoch) alone.
+The declared outputs (supernet.pt, metrics.h5) are written only at the end.
 """
 
 from __future__ import annotations
@@ -13,36 +14,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import artifacts, runtime
 from pipeline.data import Augment, BatchLoader, load_prepared, stratified_split
 from pipeline.search import METHODS
 from pipeline.spaces import get_space
+from pipeline.training import (
+    epoch_seed,
+    evaluate,
+    finish,
+    load_resume_state,
+    restore_training_state,
+    resume_key,
+    training_state,
+)
 
 SUPERNET_FILE = "supernet.pt"
 METRICS_FILE = "metrics.h5"
 RESUME_FILE = Path("checkpoint") / "last.pt"
-
-
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    return (seed * 1_000_003 + epoch) * 4 + stream
-
-
-@torch.no_grad()
-def evaluate(model, loader: BatchLoader, forward_kwargs: dict, device, amp, batch_size=None) -> tuple[float, float]:
-    """Mean loss and accuracy (percent) over the loader, in eval mode."""
-    was_training = model.training
-    model.eval()
-    total_loss, correct = 0.0, 0
-    for x, y in loader.epoch(seed=0, batch_size=batch_size):
-        with runtime.autocast(device, amp):
-            logits = model(x, **forward_kwargs)
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == y).sum().item()
-    model.train(was_training)
-    return total_loss / loader.num_samples, 100.0 * correct / loader.num_samples
 
 
 def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Path, threads: int = 0) -> Path:
@@ -79,35 +68,24 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     history: dict[str, list] = {}
     start_epoch = 0
     resume_path = out_dir / RESUME_FILE
-    if resume_path.exists():
-        state = artifacts.load_checkpoint(resume_path, "supernet", map_location=device)
-        if state["provenance"]["params"] == params:
-            model.load_state_dict(state["model"])
-            method.load_state_dict(state["method"])
-            w_optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            artifacts.set_rng_state(state["rng"])
-            history, start_epoch = state["history"], state["epoch"]
-            runtime.log(f"resuming search from {resume_path} after epoch {start_epoch}")
-        else:
-            runtime.log(f"{resume_path} was made with other parameters; starting afresh")
+    resume = resume_key(params, data_path)
+    state = load_resume_state(resume_path, "supernet", resume)
+    if state is not None:
+        history, start_epoch = restore_training_state(state, model, w_optimizer, scheduler, method.scaler)
+        method.load_state_dict(state["method"])
 
     def payload(epoch: int) -> dict[str, Any]:
         return {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": w_optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            **training_state(epoch, model, w_optimizer, scheduler, method.scaler, history),
             "method": method.state_dict(),
             "arch_weights": {k: w.cpu() for k, w in method.eval_weights().items()},
-            "rng": artifacts.rng_state(),
-            "history": history,
             "provenance": artifacts.provenance(
                 params,
                 seed=seed,
                 device=str(device),
                 device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 search_seconds=float(sum(history.get("wall_time", []))),
+                resume_key=resume,
             ),
         }
 
@@ -141,14 +119,15 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
         for key, value in row.items():
             history.setdefault(key, []).append(torch.as_tensor(value))
         artifacts.save_checkpoint(resume_path, "supernet", payload(epoch + 1))
-        _write_metrics(out_dir / METRICS_FILE, history, params, options, settings)
         runtime.log(
             f"search epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.2f} loss {row['train_loss']:.3f} | "
             f"valid acc {valid_acc:.2f} loss {valid_loss:.3f} | {row['wall_time']:.1f}s"
         )
 
-    artifacts.save_checkpoint(out_dir / SUPERNET_FILE, "supernet", payload(epochs))
+    # The declared outputs appear only once the search is complete.
     _write_metrics(out_dir / METRICS_FILE, history, params, options, settings)
+    artifacts.save_checkpoint(out_dir / SUPERNET_FILE, "supernet", payload(epochs))
+    finish(resume_path)
     return out_dir / SUPERNET_FILE
 
 

@@ -9,6 +9,10 @@ from typing import Any
 import torch
 
 
+class SelectionError(ValueError):
+    """A selection that cannot be made as configured; the message says why."""
+
+
 @dataclass
 class SelectionContext:
     space: Any

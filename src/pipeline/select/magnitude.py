@@ -7,8 +7,9 @@ from typing import Sequence
 
 import torch
 
+from pipeline.ops import OPS
 from pipeline.select import METHODS
-from pipeline.select.base import SelectionContext, SelectionMethod
+from pipeline.select.base import SelectionContext, SelectionError, SelectionMethod
 
 
 def parse_magnitude(space, weights: dict[str, torch.Tensor], exclude_ops: Sequence[str] = ("none",)) -> dict:
@@ -21,7 +22,7 @@ def parse_magnitude(space, weights: dict[str, torch.Tensor], exclude_ops: Sequen
         for e, names in enumerate(space.candidates(kind)):
             allowed = [(w[e, k].item(), name) for k, name in enumerate(names) if name not in excluded]
             if not allowed:
-                raise ValueError(f"exclude_ops {sorted(excluded)} leaves no op on edge {edge_list[e]} of the {kind} cell")
+                raise SelectionError(f"exclude_ops {sorted(excluded)} leaves no op on edge {edge_list[e]} of the {kind} cell")
             best.append(max(allowed, key=lambda item: item[0]))
         by_node: dict[int, list[int]] = {}
         for e, (node, _) in enumerate(edge_list):
@@ -41,7 +42,7 @@ class Magnitude(SelectionMethod):
     OPTIONS = {
         "exclude_ops": {
             "type": "array",
-            "items": {"type": "string"},
+            "items": {"enum": sorted(OPS)},
             "uniqueItems": True,
             "default": ["none"],
             "description": "ops never selected (DARTS excludes 'none'; add e.g. 'skip_connect' to forbid it)",

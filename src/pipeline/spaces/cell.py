@@ -74,16 +74,25 @@ class CellSpace:
             if not isinstance(cell, dict) or not isinstance(cell.get("edges"), list):
                 raise ValueError(f"field 'cells.{kind}.edges' must be a list")
             allowed = {(node, source): set(ops) for (node, source), ops in zip(self.edges(), self.candidates(kind))}
+            seen = set()
             for index, edge in enumerate(cell["edges"]):
                 where = f"cells.{kind}.edges[{index}]"
                 if not isinstance(edge, dict) or set(edge) != {"node", "input", "op"}:
                     raise ValueError(f"field '{where}' must be an object with node, input, op")
+                if not all(isinstance(edge[k], int) and not isinstance(edge[k], bool) for k in ("node", "input")):
+                    raise ValueError(f"field '{where}': node and input must be integers")
                 key = (edge["node"], edge["input"])
                 if key not in valid_edges:
                     raise ValueError(f"field '{where}': no edge from node {key[1]} to node {key[0]} in this cell")
-                if edge["op"] not in allowed[key] or edge["op"] == "none":
+                if not isinstance(edge["op"], str) or edge["op"] not in allowed[key] or edge["op"] == "none":
                     raise ValueError(f"field '{where}': op {edge['op']!r} is not a candidate of space {self.name!r}")
+                if key in seen:
+                    raise ValueError(f"field '{where}': edge from node {key[1]} to node {key[0]} appears twice")
+                seen.add(key)
             nodes = {edge["node"] for edge in cell["edges"]}
+            for node, source in seen:
+                if source >= 2 and source not in nodes:
+                    raise ValueError(f"field 'cells.{kind}.edges': node {node} reads node {source}, which has no inputs")
             concat = cell.get("concat")
             if not isinstance(concat, list) or not concat or not set(concat) <= nodes | {0, 1}:
                 raise ValueError(f"field 'cells.{kind}.concat' must list nodes that have incoming edges")

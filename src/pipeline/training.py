@@ -1,0 +1,82 @@
+"""Pieces shared by the training loops (search, retrain): seeds, evaluation, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pipeline import artifacts, runtime
+from pipeline.data import BatchLoader
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Seed of one epoch's data stream: a resumed run replays exactly the same batches."""
+    return (seed * 1_000_003 + epoch) * 4 + stream
+
+
+@torch.no_grad()
+def evaluate(model, loader: BatchLoader, forward_kwargs: dict, device, amp: str) -> tuple[float, float]:
+    """Mean loss and accuracy (percent) over the loader, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for x, y in loader.epoch(seed=0):
+        with runtime.autocast(device, amp):
+            logits = model(x, **forward_kwargs)
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == y).sum().item()
+    model.train(was_training)
+    return total_loss / loader.num_samples, 100.0 * correct / loader.num_samples
+
+
+def resume_key(params: dict[str, Any], data_path: str | Path, **inputs: Any) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the parameters and the exact inputs."""
+    return {"params": params, "data_sha256": artifacts.sha256_file(data_path), **inputs}
+
+
+def load_resume_state(path: Path, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The last checkpoint if it was made with the same parameters and inputs, else None."""
+    if not path.exists():
+        return None
+    state = artifacts.load_checkpoint(path, kind, map_location="cpu")
+    if state["provenance"].get("resume_key") != key:
+        runtime.log(f"{path} was made with other parameters or inputs; starting afresh")
+        return None
+    runtime.log(f"resuming from {path} after epoch {state['epoch']}")
+    return state
+
+
+def training_state(epoch: int, model, optimizer, scheduler, scaler, history: dict) -> dict[str, Any]:
+    """The checkpoint fields every training loop saves (kinds add their own)."""
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": artifacts.rng_state(),
+        "history": history,
+    }
+
+
+def restore_training_state(state: dict[str, Any], model, optimizer, scheduler, scaler) -> tuple[dict, int]:
+    """Load what ``training_state`` saved; returns (history, completed epochs)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    artifacts.set_rng_state(state["rng"])
+    return state["history"], state["epoch"]
+
+
+def finish(resume_path: Path) -> None:
+    """Drop the resume point once the final artifacts exist, so a forced rerun trains anew."""
+    resume_path.unlink(missing_ok=True)
+    try:
+        resume_path.parent.rmdir()
+    except OSError:
+        pass
