@@ -177,3 +177,10 @@ def test_snakemake_lint_and_snakefmt_are_clean():
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout[-2000:]
     fmt = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules"], cwd=REPO, capture_output=True, text=True, env=env())
     assert fmt.returncode == 0, fmt.stderr
+
+
+def test_html_report_holds_the_table(project):
+    result = snakemake(project, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    html = (project / "report.html").read_text()
+    assert "cifar10.csv" in html and "Tables" in html

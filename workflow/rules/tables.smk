@@ -3,7 +3,9 @@ rule tables:
         metrics=retrain_metrics,
         code=code_files("tables"),
     output:
-        table_path("{dataset}"),
+        report(
+            table_path("{dataset}"), caption="../report/table.rst", category="Tables"
+        ),
     log:
         "logs/tables/{dataset}.log",
     conda:
