@@ -68,3 +68,11 @@ def test_mixed_op_skips_zero_weight_ops_and_handles_per_sample_weights(monkeypat
 def test_multiply_adds_of_a_linear_layer():
     layer = torch.nn.Linear(10, 5, bias=False)
     assert count_multiply_adds(layer, (1, 10)) == 50
+
+
+def test_darts_v2_imagenet_mobile_network_has_the_published_4_7m_parameters():
+    space = get_space("darts")
+    model = space.build_network(space.from_text(DARTS_V2), 48, 14, 1000, auxiliary=True, setting="imagenet")
+    assert abs(count_parameters(model) / 1e6 - 4.7) <= 0.03 * 4.7
+    logits, aux = model(torch.zeros(2, 3, 224, 224))
+    assert logits.shape == (2, 1000) and aux.shape == (2, 1000)

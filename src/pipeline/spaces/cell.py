@@ -11,6 +11,7 @@ import ast
 from typing import Any, Sequence
 
 from pipeline.cifar_net import NetworkCIFAR
+from pipeline.imagenet_net import NetworkImageNet
 from pipeline.spaces import SPACES
 from pipeline.supernet import SuperNet
 
@@ -53,7 +54,8 @@ class CellSpace:
         candidates = {kind: self.candidates(kind) for kind in self.cell_types}
         return SuperNet(candidates, channels, num_classes, layers, steps=self.steps)
 
-    def build_network(self, cells: dict, channels: int, layers: int, num_classes: int, auxiliary: bool):
+    def build_network(self, cells: dict, channels: int, layers: int, num_classes: int, auxiliary: bool, setting: str = "cifar"):
+        """The evaluation network: ``setting`` 'cifar' (32x32 stem) or 'imagenet' (stride-8 stem)."""
         self.validate_genotype(cells)
         specs = {
             kind: {
@@ -62,7 +64,10 @@ class CellSpace:
             }
             for kind in self.cell_types
         }
-        return NetworkCIFAR(specs, channels, num_classes, layers, auxiliary)
+        networks = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
+        if setting not in networks:
+            raise ValueError(f"unknown network setting {setting!r}; known: {', '.join(networks)}")
+        return networks[setting](specs, channels, num_classes, layers, auxiliary)
 
     # -- genotypes
     def validate_genotype(self, cells: Any) -> None:
