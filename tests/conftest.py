@@ -26,6 +26,7 @@ SEARCH_SETTINGS = {
     "w_weight_decay": 3e-4,
     "grad_clip": 5.0,
     "eval_batch_size": 64,
+    "eval_bn": "running",
 }
 DARTS_OPTIONS = {
     "algorithm": "darts",

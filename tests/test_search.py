@@ -157,3 +157,21 @@ def test_search_cli_rejects_bad_params(tiny_data, tmp_path):
     assert proc.returncode == 2
     assert err.strip() == "pipeline search: error: config key 'params.settings.layers': 'eight' is not of type 'integer'"
     assert not (tmp_path / "out").exists()
+
+
+def test_batch_statistics_evaluation_leaves_the_model_untouched(tiny_data):
+    from pipeline.data import BatchLoader, load_prepared
+    from pipeline.training import evaluate
+
+    data = load_prepared(tiny_data)
+    loader = BatchLoader(data.test_images, data.test_labels, None, 25, data.meta["mean"], data.meta["std"])
+    space, model, method = make_darts(order=1)
+    model.float()
+    weights = {k: w.float() for k, w in method.eval_weights().items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    running = evaluate(model, loader, {"weights": weights}, torch.device("cpu"), "none", bn="running")
+    batch = evaluate(model, loader, {"weights": weights}, torch.device("cpu"), "none", bn="batch")
+    assert running != batch  # untrained running stats (0, 1) differ from the batches'
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -18,18 +18,30 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model, loader: BatchLoader, forward_kwargs: dict, device, amp: str) -> tuple[float, float]:
-    """Mean loss and accuracy (percent) over the loader, in eval mode."""
+def evaluate(model, loader: BatchLoader, forward_kwargs: dict, device, amp: str, bn: str = "running") -> tuple[float, float]:
+    """Mean loss and accuracy (percent) over the loader under no_grad.
+
+    ``bn="running"`` evaluates in eval mode (BN running statistics, as DARTS does);
+    ``bn="batch"`` normalises with each batch's statistics (as DARTS-PT's reference does),
+    which is meaningful before the running statistics settle; the model's buffers are
+    left exactly as they were.
+    """
     was_training = model.training
-    model.eval()
+    saved = {name: b.clone() for name, b in model.named_buffers()} if bn == "batch" else {}
+    model.train(bn == "batch")
     total_loss, correct = 0.0, 0
-    for x, y in loader.epoch(seed=0):
-        with runtime.autocast(device, amp):
-            logits = model(x, **forward_kwargs)
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == y).sum().item()
-    model.train(was_training)
+    try:
+        for x, y in loader.epoch(seed=0):
+            with runtime.autocast(device, amp):
+                logits = model(x, **forward_kwargs)
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == y).sum().item()
+    finally:
+        for name, buffer in model.named_buffers():
+            if name in saved:
+                buffer.copy_(saved[name])
+        model.train(was_training)
     return total_loss / loader.num_samples, 100.0 * correct / loader.num_samples
 
 

@@ -104,7 +104,9 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
             correct += (logits.argmax(dim=1) == y).sum().item()
             seen += len(y)
         scheduler.step()
-        valid_loss, valid_acc = evaluate(model, loader_eval, {"weights": method.eval_weights()}, device, rt["amp"])
+        valid_loss, valid_acc = evaluate(
+            model, loader_eval, {"weights": method.eval_weights()}, device, rt["amp"], bn=settings["eval_bn"]
+        )
         row = {
             "epoch": epoch,
             "lr": lr,
