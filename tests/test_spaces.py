@@ -76,3 +76,30 @@ def test_darts_v2_imagenet_mobile_network_has_the_published_4_7m_parameters():
     assert abs(count_parameters(model) / 1e6 - 4.7) <= 0.03 * 4.7
     logits, aux = model(torch.zeros(2, 3, 224, 224))
     assert logits.shape == (2, 1000) and aux.shape == (2, 1000)
+
+
+CELL_SPACES = ["darts", "darts_nonone", "unas", "unas_imagenet", "s2", "s3", "s4"]
+
+
+@pytest.mark.parametrize("name", CELL_SPACES)
+def test_every_cell_space_searches_and_round_trips(name, tiny_data, tmp_path):
+    from conftest import search_params
+    from pipeline import artifacts
+    from pipeline.search.loop import run_search
+    from pipeline.select.magnitude import parse_magnitude
+
+    space = get_space(name)
+    params = search_params(settings={"space": name, "epochs": 1, "batch_size": 30})
+    checkpoint = artifacts.load_checkpoint(run_search(params, tiny_data, tmp_path, threads=1), "supernet")
+    assert checkpoint["arch_weights"]["normal"].shape == (14, len(space.primitives))
+    cells = parse_magnitude(space, checkpoint["arch_weights"])
+    assert space.from_text(space.to_text(cells)) == cells
+    model = space.build_network(cells, 4, 3, 10, auxiliary=False)
+    logits, _ = model(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+
+
+def test_space_op_sets():
+    assert "none" not in get_space("darts_nonone").primitives and len(get_space("darts_nonone").primitives) == 7
+    assert get_space("unas").primitives[-1] == "sep_conv_7x7" and len(get_space("unas_imagenet").primitives) == 5
+    assert get_space("s4").primitives == ("noise", "sep_conv_3x3")

@@ -145,3 +145,21 @@ def _literal(node: ast.expr) -> Any:
 
 
 SPACES.register("darts")(CellSpace("darts", DARTS_PRIMITIVES))
+# DARTS-PT's "s5": the DARTS ops without `none`.
+SPACES.register("darts_nonone")(CellSpace("darts_nonone", DARTS_PRIMITIVES[1:]))
+# UNAS (Vahdat et al., 2020): no `none`, with sep_conv_7x7; its ImageNet search uses the first five.
+UNAS_PRIMITIVES = (
+    "skip_connect",
+    "sep_conv_3x3",
+    "max_pool_3x3",
+    "dil_conv_3x3",
+    "sep_conv_5x5",
+    "avg_pool_3x3",
+    "sep_conv_7x7",
+)
+SPACES.register("unas")(CellSpace("unas", UNAS_PRIMITIVES))
+SPACES.register("unas_imagenet")(CellSpace("unas_imagenet", UNAS_PRIMITIVES[:5]))
+# RobustDARTS (Zela et al., 2020) S2-S4; S4's `noise` returns N(0, 1) whatever its input.
+SPACES.register("s2")(CellSpace("s2", ("skip_connect", "sep_conv_3x3")))
+SPACES.register("s3")(CellSpace("s3", ("none", "skip_connect", "sep_conv_3x3")))
+SPACES.register("s4")(CellSpace("s4", ("noise", "sep_conv_3x3")))
