@@ -50,6 +50,7 @@ def test_deep_merge_merges_dicts_and_replaces_lists():
         ({"search": {"settings": {"space": "nope"}}}, "config key 'search.settings.space': unknown search space 'nope'"),
         ({"dataset": "svhn"}, "config key 'dataset': 'svhn' has no entry"),
         ({"runtime": {"amp": "fp8"}}, "config key 'runtime.amp'"),
+        ({"runtime": {"threads": 0}}, "config key 'runtime.threads': 0 is less than the minimum of 1"),
         ({"search": {"settings": {"epochs": 3.0}}}, "config key 'search.settings.epochs': 3.0 is not of type 'integer'"),
         ({"search": {"methods": {"darts_1st": {"arch_betas": [0.5, 1.5]}}}}, "config key 'search.methods.darts_1st.arch_betas.1'"),
         ({"select": {"methods": {"magnitude": {"exclude_ops": ["skip"]}}}}, "config key 'select.methods.magnitude.exclude_ops.0': 'skip' is not one of"),

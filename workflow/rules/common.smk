@@ -19,7 +19,7 @@ except ConfigError as exc:
     sys.exit(1)
 
 SRC = Path(workflow.basedir) / "src" / "pipeline"
-THREADS = max(1, config["runtime"]["threads"])
+THREADS = config["runtime"]["threads"]
 
 DATA = PATHS["data"]
 SEARCH_DIR = PATHS["search_dir"]
