@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from pipeline import runtime
 
 
-class SearchMethod:
+class SearchMethod(ABC):
     """A method owns its architecture state and does one training step at a time.
 
     ``OPTIONS`` is the JSON-schema ``properties`` of the method's config block, with
@@ -31,19 +32,21 @@ class SearchMethod:
         self.scaler = runtime.grad_scaler(device, amp)
 
     # -- to implement
+    @abstractmethod
     def eval_weights(self) -> dict[str, torch.Tensor]:
         """Op weights per cell type (edges, ops) for validation and selection."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train_step(self, batch_w, batch_a, w_optimizer: torch.optim.Optimizer, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One step on a weight batch (and an architecture batch); returns (loss, logits)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Everything needed to resume the method exactly (architecture state, optimisers)."""
 
+    @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore what ``state_dict`` returned."""
 
     # -- optional hooks
     def on_epoch_start(self, epoch: int, epochs: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,12 @@ class SelectionContext:
     seed: int
 
 
-class SelectionMethod:
+class SelectionMethod(ABC):
     OPTIONS: dict[str, dict[str, Any]] = {}
 
     def __init__(self, options: dict[str, Any]):
         self.options = options
 
+    @abstractmethod
     def select(self, ctx: SelectionContext) -> dict[str, Any]:
         """Return the genotype's cells in the space's JSON form."""
-        raise NotImplementedError
