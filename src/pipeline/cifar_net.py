@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Sequence
 
 import torch
@@ -50,15 +51,16 @@ class EvalCell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """Auxiliary classifier on the 8x8 feature map after the second reduction."""
+class AuxiliaryHead(nn.Module):
+    """Auxiliary classifier after the second reduction: 8x8 maps with ``pool_stride`` 3 (CIFAR),
+    7x7 with 2 (ImageNet)."""
 
-    def __init__(self, channels: int, num_classes: int):
+    def __init__(self, channels: int, num_classes: int, pool_stride: int):
         super().__init__()
         # Not in-place: the head reads the cell output that the network goes on using.
         self.features = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
             nn.Conv2d(channels, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
@@ -72,15 +74,19 @@ class AuxiliaryHeadCIFAR(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class NetworkCIFAR(nn.Module):
-    def __init__(self, cells: dict, channels: int, num_classes: int, layers: int, auxiliary: bool):
+class EvalNetwork(nn.Module, metaclass=ABCMeta):
+    """Cells after a stem, reductions at 1/3 and 2/3 of the depth, auxiliary head after the
+    second; subclasses define the stem (``stem_states``)."""
+
+    aux_pool_stride = 3
+    stem_reduces = False  # whether the stem's last step halves the resolution
+
+    def __init__(self, cells: dict, channels: int, num_classes: int, layers: int, auxiliary: bool, stem_channels: int):
         super().__init__()
         self.drop_path_prob = 0.0
-        stem_channels = 3 * channels
-        self.stem = nn.Sequential(nn.Conv2d(3, stem_channels, 3, padding=1, bias=False), nn.BatchNorm2d(stem_channels))
         c_pp, c_p, c_curr = stem_channels, stem_channels, channels
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev = self.stem_reduces
         self.auxiliary_index = 2 * layers // 3
         aux_channels = None
         for index in range(layers):
@@ -94,16 +100,30 @@ class NetworkCIFAR(nn.Module):
             c_pp, c_p = c_p, cell.multiplier * c_curr
             if index == self.auxiliary_index:
                 aux_channels = c_p
-        self.auxiliary_head = AuxiliaryHeadCIFAR(aux_channels, num_classes) if auxiliary else None
+        self.auxiliary_head = AuxiliaryHead(aux_channels, num_classes, self.aux_pool_stride) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
+    @abstractmethod
+    def stem_states(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two states the first cell reads."""
+
     def forward(self, x):
         logits_aux = None
-        s0 = s1 = self.stem(x)
+        s0, s1 = self.stem_states(x)
         for index, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if index == self.auxiliary_index and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
         return logits, logits_aux
+
+
+class NetworkCIFAR(EvalNetwork):
+    def __init__(self, cells: dict, channels: int, num_classes: int, layers: int, auxiliary: bool):
+        super().__init__(cells, channels, num_classes, layers, auxiliary, stem_channels=3 * channels)
+        self.stem = nn.Sequential(nn.Conv2d(3, 3 * channels, 3, padding=1, bias=False), nn.BatchNorm2d(3 * channels))
+
+    def stem_states(self, x):
+        s = self.stem(x)
+        return s, s
