@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import io
 import json
@@ -100,8 +101,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 # ---------------------------------------------------------------- provenance
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Git commit of the source tree (with '+dirty' for local edits), else the package version."""
+    """Git commit of the source tree (with '+dirty' for local edits), else the package version.
+
+    Computed once per process: the code that runs is the code loaded at start."""
     src = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(

@@ -33,10 +33,17 @@ def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:
         parser.add_argument("--seed", type=int, help="seed (with --config)")
 
 
+def _config(args: argparse.Namespace) -> dict:
+    """The merged, validated config files, read once per command."""
+    if getattr(args, "loaded_config", None) is None:
+        args.loaded_config = load_config(args.config)
+    return args.loaded_config
+
+
 def _threads(args: argparse.Namespace) -> int:
     if args.threads is not None:
         return args.threads
-    return load_config(args.config)["runtime"]["threads"] if args.config else 0
+    return _config(args)["runtime"]["threads"] if args.config else 0
 
 
 def _params(args: argparse.Namespace, stage: str) -> dict:
@@ -46,7 +53,7 @@ def _params(args: argparse.Namespace, stage: str) -> dict:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--params: not valid JSON ({exc.msg})") from None
         return validate_stage_params(stage, params)
-    config = load_config(args.config)
+    config = _config(args)
     keys = {"dataset": args.dataset or config["dataset"]}
     if stage in ("search", "select"):
         section = config[stage]["methods"]
