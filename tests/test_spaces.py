@@ -235,3 +235,30 @@ def test_space_op_sets():
     assert "none" not in get_space("darts_nonone").primitives and len(get_space("darts_nonone").primitives) == 7
     assert get_space("unas").primitives[-1] == "sep_conv_7x7" and len(get_space("unas_imagenet").primitives) == 5
     assert get_space("s4").primitives == ("noise", "sep_conv_3x3")
+
+
+@pytest.mark.parametrize("name", ["nb201", "proxyless"])
+def test_search_select_retrain_tables_chain_in_a_non_cell_space(name, tiny_data, tmp_path):
+    from conftest import retrain_params, search_params
+    from pipeline import nb201
+    from pipeline.retrain import run_retrain
+    from pipeline.search.loop import run_search
+    from pipeline.select.run import run_select
+    from pipeline.tables import build_table
+
+    channels, layers = TINY_SCALE[name]
+    settings = {"space": name, "epochs": 1, "batch_size": 30, "init_channels": channels, "layers": layers}
+    supernet = run_search(search_params(settings=settings), tiny_data, tmp_path / "search", threads=1)
+    select = {"dataset": "cifar10", "seed": 0, "method": "magnitude", "options": {"algorithm": "magnitude", "exclude_ops": ["none"]},
+              "runtime": search_params()["runtime"]}
+    genotype = run_select(select, supernet, tiny_data, tmp_path / "genotype.json", threads=1)
+    assert genotype["space"] == name
+    params = retrain_params(epochs=1, init_channels=channels, layers=layers, auxiliary_weight=0.0)
+    summary = run_retrain(params, tmp_path / "genotype.json", tiny_data, tmp_path / "retrain", threads=1)
+    assert summary["genotype_text"] == get_space(name).to_text(genotype["cells"])
+    row = build_table([tmp_path / "retrain" / "metrics.h5"], "cifar10").iloc[0]
+    assert row["space"] == name
+    if name == "nb201":
+        assert row["benchmark_test_acc"] == f"{nb201.lookup(summary['genotype_text']).cifar10_test_200ep:.2f} ± 0.00"
+    else:
+        assert row["benchmark_test_acc"] == ""

@@ -7,6 +7,7 @@ from pipeline.config import (
     PATHS,
     STAGE_CODE,
     ConfigError,
+    selections_for,
     stage_params,
     validate_config,
 )
@@ -63,10 +64,15 @@ def table_path(dataset):
 
 
 def retrain_metrics(wildcards):
-    return expand(
-        f"{RETRAIN_DIR}/metrics.h5",
-        dataset=wildcards.dataset,
-        search=config["search"]["run"],
-        select=config["select"]["run"],
-        seed=config["seeds"],
-    )
+    """Every (search, selection, seed) result of the dataset; selections per search method."""
+    return [
+        path
+        for search in config["search"]["run"]
+        for path in expand(
+            f"{RETRAIN_DIR}/metrics.h5",
+            dataset=wildcards.dataset,
+            search=search,
+            select=selections_for(config, search),
+            seed=config["seeds"],
+        )
+    ]
