@@ -14,6 +14,7 @@ include: "workflow/rules/search.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/retrain.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/latency.smk"
 
 
 rule all:

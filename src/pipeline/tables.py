@@ -29,7 +29,9 @@ def benchmark_accuracy(group: pd.DataFrame, dataset: str, nb201_path: str | None
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: str | None = None) -> pd.DataFrame:
+def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: str | None = None, latency: dict | None = None) -> pd.DataFrame:
+    """``latency``: the latency filter's summary; rows then show latency and who passed."""
+    by_genotype = {entry["genotype_sha256"]: entry for entry in latency["results"]} if latency else {}
     rows = []
     for path in metrics_paths:
         metrics = artifacts.read_metrics(path)
@@ -38,6 +40,11 @@ def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: s
         summary = metrics.summary
         if summary.get("dataset") != dataset:
             raise artifacts.ArtifactError(f"{path}: dataset {summary['dataset']!r}, expected {dataset!r}")
+        if latency is not None:
+            entry = by_genotype.get(summary.get("genotype_sha256"))
+            if entry is None:
+                raise artifacts.ArtifactError(f"{path}: the latency results hold no entry for its genotype")
+            summary = {**summary, "latency_ms": entry["latency_ms"], "latency_passed": entry["passed"], "latency_source": entry["source"]}
         rows.append(summary)
     if not rows:
         raise artifacts.ArtifactError("tables: no retrain metrics given")
@@ -68,11 +75,29 @@ def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: s
                 "benchmark_test_acc": benchmark_accuracy(group, dataset, nb201_path),
             }
         )
-    return pd.DataFrame(table, columns=list(artifacts.TABLE_COLUMNS))
+        if latency is not None:
+            table[-1].update(_latency_columns(group, latency))
+    columns = list(artifacts.TABLE_COLUMNS) + (list(artifacts.LATENCY_COLUMNS) if latency is not None else [])
+    return pd.DataFrame(table, columns=columns)
 
 
-def run_tables(params: dict, metrics_paths: list[str], out: str | Path) -> pd.DataFrame:
+def _latency_columns(group: pd.DataFrame, latency: dict) -> dict:
+    """Mean latency over the seeds, and how many (and which) seeds' architectures passed."""
+    passed = group[group["latency_passed"].astype(bool)]
+    return {
+        "latency_ms": round(float(group["latency_ms"].mean()), 4),
+        "latency_target_ms": latency["target_ms"],
+        "latency_passed": f"{len(passed)}/{len(group)}",
+        "latency_passed_seeds": " ".join(str(s) for s in sorted(passed["seed"])),
+        "latency_source": ", ".join(sorted(set(group["latency_source"]))),
+    }
+
+
+def run_tables(params: dict, metrics_paths: list[str], out: str | Path, latency: str | Path | None = None) -> pd.DataFrame:
     nb201_path = params.get("benchmarks", {}).get("nb201", {}).get("path")
-    table = build_table(metrics_paths, params["dataset"], nb201_path)
+    summary = artifacts.read_latency_filter(latency) if latency is not None else None
+    if summary is not None and summary["dataset"] != params["dataset"]:
+        raise artifacts.ArtifactError(f"{latency}: dataset {summary['dataset']!r}, expected {params['dataset']!r}")
+    table = build_table(metrics_paths, params["dataset"], nb201_path, summary)
     artifacts.write_table(out, table)
     return table

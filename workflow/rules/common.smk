@@ -76,3 +76,25 @@ def retrain_metrics(wildcards):
             seed=config["seeds"],
         )
     ]
+
+
+def latency_inputs(wildcards):
+    """'measure' reads the prepared data (classes, image size); 'lookup' only the genotype."""
+    if config["latency"]["method"] == "measure":
+        return {"data": DATA.format(dataset=wildcards.dataset)}
+    return {}
+
+
+def latency_files(wildcards):
+    """The latency of every (search, selection, seed) architecture of the dataset."""
+    return [
+        path
+        for search in config["search"]["run"]
+        for path in expand(
+            PATHS["latency"],
+            dataset=wildcards.dataset,
+            search=search,
+            select=selections_for(config, search),
+            seed=config["seeds"],
+        )
+    ]
