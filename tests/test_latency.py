@@ -271,7 +271,8 @@ def overlay(tmp_path, content):
         ({"latency": {"measure": {"batch_sizes": []}}}, "config key 'latency.measure.batch_sizes'"),
         ({"latency": {"lookup": {"nb201_device": "pixel9"}}}, "config key 'latency.lookup.nb201_device': 'pixel9' is not one of"),
         ({"latency": {"method": "lookup"}}, "config key 'latency.method': no lookup table for space 'darts'"),
-        ({"search": {"run": ["unas_latency"]}}, "config key 'search.settings.space': search method unas_latency needs a space with a per-layer latency table (proxyless_mobile); got 'darts'"),
+        ({"search": {"run": ["unas_latency"], "methods": {"unas_latency": {"settings": {"space": "nb201"}}}}}, "config key 'search.methods.unas_latency.settings.space': search method unas_latency needs a space with a per-layer latency table (proxyless_mobile); got 'nb201'"),
+        ({"search": {"run": ["plain"], "methods": {"plain": {"algorithm": "unas_latency"}}}}, "config key 'search.settings.space': search method unas_latency needs a space with a per-layer latency table (proxyless_mobile); got 'darts'"),
         ({"search": {"methods": {"unas_latency": {"estimator": "rebar2"}}}}, "config key 'search.methods.unas_latency.estimator'"),
     ],
 )
@@ -279,6 +280,15 @@ def test_bad_latency_config_names_the_key(tmp_path, content, message):
     with pytest.raises(ConfigError) as info:
         load_config(overlay(tmp_path, content))
     assert message in str(info.value)
+
+
+def test_the_papers_unas_latency_block_searches_the_mobile_space(tmp_path):
+    config = load_config(overlay(tmp_path, {"search": {"run": ["unas_latency"]}}))
+    params = stage_params(config, "search", method="unas_latency", seed=0)
+    assert params["settings"]["space"] == "proxyless_mobile" and params["settings"]["layers"] == 21
+    assert params["options"]["lambda_lat"] == 0.1 and params["options"]["estimator"] == "rebar"
+    with pytest.raises(ConfigError, match="config key 'latency.method': no lookup table for space 'darts' \\(search darts_1st"):
+        load_config(overlay(tmp_path, {"search": {"run": ["unas_latency", "darts_1st"]}, "latency": {"method": "lookup"}}))
 
 
 def test_latency_stage_params_hold_only_what_each_job_uses(tmp_path):
