@@ -2,7 +2,9 @@
 
 Each stage takes its parameters either as ``--params JSON`` (what Snakemake passes: the
 job's own parameters only) or as ``--config FILE [--config FILE ...]`` plus the job keys
-(what DVC and people use). Errors print one line naming the culprit and exit 2.
+(what DVC and people use). Errors print one line naming the culprit and exit 2. A search
+or retrain stopped by SIGTERM/SIGUSR1 (SLURM) writes its checkpoint and exits 75; rerun it
+to resume.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pipeline.latency import LatencyError
 from pipeline.registry import UnknownNameError
 from pipeline.runtime import RuntimeConfigError
 from pipeline.select.base import SelectionError
+from pipeline.training import PREEMPTED_EXIT, Preempted, stop_on_signal
 
 USER_ERRORS = (ConfigError, ArtifactError, DataSourceError, RuntimeConfigError, UnknownNameError, SelectionError, LatencyError)
 
@@ -82,7 +85,9 @@ def cmd_data(args):
 def cmd_search(args):
     from pipeline.search.loop import run_search
 
-    path = run_search(_params(args, "search"), args.data, args.out_dir, threads=_threads(args))
+    params = _params(args, "search")
+    with stop_on_signal():
+        path = run_search(params, args.data, args.out_dir, threads=_threads(args))
     print(f"wrote {path}")
 
 
@@ -96,7 +101,9 @@ def cmd_select(args):
 def cmd_retrain(args):
     from pipeline.retrain import run_retrain
 
-    summary = run_retrain(_params(args, "retrain"), args.genotype, args.data, args.out_dir, threads=_threads(args))
+    params = _params(args, "retrain")
+    with stop_on_signal():
+        summary = run_retrain(params, args.genotype, args.data, args.out_dir, threads=_threads(args))
     print(f"test accuracy {summary['test_acc']:.2f}%, {summary['params_m']:.3f}M parameters")
 
 
@@ -228,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        print(f"pipeline {args.command}: {exc}", file=sys.stderr)
+        return PREEMPTED_EXIT
     return 0
 
 

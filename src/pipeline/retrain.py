@@ -20,6 +20,7 @@ from pipeline.counting import count_multiply_adds, count_parameters
 from pipeline.data import Augment, BatchLoader, load_prepared
 from pipeline.spaces import get_space
 from pipeline.training import (
+    check_stop,
     epoch_seed,
     evaluate,
     finish,
@@ -115,6 +116,7 @@ def run_retrain(params: dict[str, Any], genotype_path: str | Path, data_path: st
             f"retrain epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.2f} loss {row['train_loss']:.3f} | "
             f"test acc {test_acc:.2f} loss {test_loss:.3f} | {row['wall_time']:.1f}s"
         )
+        check_stop(epoch + 1, epochs, resume_path)
 
     gp = genotype["provenance"]
     summary = {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +95,48 @@ def finish(resume_path: Path) -> None:
         resume_path.parent.rmdir()
     except OSError:
         pass
+
+
+# ------------------------------------------------------------------ stop signals (SLURM)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: rerun (or requeue) to resume
+
+
+class Preempted(Exception):
+    """A stop signal arrived; the resume checkpoint is written and the stage should exit."""
+
+
+_stop: dict[str, int | None] = {"signal": None}
+
+
+def _request_stop(signum, frame) -> None:
+    if _stop["signal"] is not None:
+        # A second signal (e.g. the scheduler's final SIGTERM) stops at once; checkpoints
+        # are written atomically, so the last complete one is kept.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _stop["signal"] = signum
+    runtime.log(f"received {signal.Signals(signum).name}: stopping after this epoch's checkpoint")
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """While active, SIGTERM/SIGUSR1 (SLURM's time-limit warning or preemption) ask the
+    training loops to stop at their next checkpoint (``check_stop``) instead of dying."""
+    previous = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
+    _stop["signal"] = None
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop["signal"] = None
+
+
+def check_stop(done: int, total: int, checkpoint: Path) -> None:
+    """Called right after the resume checkpoint of epoch ``done`` is written."""
+    signum = _stop["signal"]
+    if signum is not None and done < total:
+        raise Preempted(f"stopped by {signal.Signals(signum).name} after epoch {done}/{total}; {checkpoint} resumes it")

@@ -20,6 +20,7 @@ from pipeline.data import Augment, BatchLoader, load_prepared, stratified_split
 from pipeline.search import METHODS
 from pipeline.spaces import get_space
 from pipeline.training import (
+    check_stop,
     epoch_seed,
     evaluate,
     finish,
@@ -125,6 +126,7 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
             f"search epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.2f} loss {row['train_loss']:.3f} | "
             f"valid acc {valid_acc:.2f} loss {valid_loss:.3f} | {row['wall_time']:.1f}s"
         )
+        check_stop(epoch + 1, epochs, resume_path)
 
     # The declared outputs appear only once the search is complete.
     _write_metrics(out_dir / METRICS_FILE, history, params, options, settings)
