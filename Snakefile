@@ -17,6 +17,10 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/latency.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

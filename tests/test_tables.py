@@ -39,6 +39,22 @@ def test_table_rows_mean_std_best_params_cost(tmp_path):
     assert artifacts.read_table(tmp_path / "t.csv").shape == (2, len(artifacts.TABLE_COLUMNS))
 
 
+def test_metrics_json_holds_each_rows_numbers_for_dvc(tmp_path):
+    import json
+
+    paths = [
+        retrain_metrics(tmp_path / "a.h5", "darts_2nd", 3.0, 0, search_seconds=86400, device="cuda:0"),
+        retrain_metrics(tmp_path / "b.h5", "darts_2nd", 2.0, 1, search_seconds=3600, device="cpu"),
+    ]
+    table = run_tables({"dataset": "cifar10"}, paths, tmp_path / "t.csv", metrics_out=tmp_path / "t.json")
+    metrics = json.loads((tmp_path / "t.json").read_text())
+    space = table["space"][0]
+    by_unit = metrics[space]["darts_2nd"][table["selection_method"][0]]
+    assert set(by_unit) == {"GPU-days", "CPU-hours"}  # the two rows do not overwrite each other
+    assert by_unit["GPU-days"]["test_error_mean"] == 3.0 and by_unit["GPU-days"]["search_cost"] == pytest.approx(1.0)
+    assert by_unit["CPU-hours"]["test_error_mean"] == 2.0
+
+
 def test_gpu_and_cpu_searches_get_separate_rows(tmp_path):
     paths = [
         retrain_metrics(tmp_path / "a.h5", "darts_2nd", 3.0, 0, search_seconds=86400, device="cuda:0"),

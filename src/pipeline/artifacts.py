@@ -477,6 +477,21 @@ def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
         table.loc[:, columns].to_csv(tmp, index=False)
 
 
+TABLE_METRICS = ("test_error_mean", "test_error_std", "test_error_best", "params_m", "search_cost")
+
+
+def write_table_metrics(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """The table's numbers as JSON for `dvc metrics`: space > search > selection > cost unit."""
+    nested: dict = {}
+    for row in table.to_dict("records"):
+        keys = (row["space"], row["search_method"], row["selection_method"], row["search_cost_unit"])
+        node = nested
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = {name: float(row[name]) for name in TABLE_METRICS}
+    write_bytes_atomic(path, (json.dumps(nested, indent=2, sort_keys=True) + "\n").encode())
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():

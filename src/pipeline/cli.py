@@ -110,7 +110,7 @@ def cmd_retrain(args):
 def cmd_tables(args):
     from pipeline.tables import run_tables
 
-    table = run_tables(_params(args, "tables"), args.metrics, args.out, latency=args.latency)
+    table = run_tables(_params(args, "tables"), args.metrics, args.out, latency=args.latency, metrics_out=args.metrics_out)
     print(table.to_string(index=False))
 
 
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params(p)
     p.add_argument("--out", required=True)
     p.add_argument("--latency", help="latency-filter output: add each row's latency and whether it passed")
+    p.add_argument("--metrics-out", help="also write the table's numbers as JSON (for dvc metrics)")
     p.add_argument("metrics", nargs="+", help="retrain metrics.h5 files")
     p.set_defaults(func=cmd_tables)
 

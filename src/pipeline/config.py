@@ -210,6 +210,7 @@ PATHS = {
     "latency": "results/latency/{dataset}/{search}/{select}/seed{seed}/latency.json",
     "latency_filter": "results/latency/{dataset}/filter.json",
     "latency_table": "results/tables/latency/{dataset}.csv",
+    "table_metrics": "results/tables/{dataset}.json",
 }
 
 # Library sources (relative to src/pipeline) whose edits must rerun a stage.

@@ -125,11 +125,15 @@ def render_dvc_yaml(config_paths: list[str]) -> str:
                 if "latency" in config:
                     latency_files.append(_latency_stage(stages, cli, files, config, genotype, data_out, keys, select))
     table = PATHS["table"].format(dataset=dataset)
+    table_metrics = PATHS["table_metrics"].format(dataset=dataset)
     stages[f"tables_{dataset}"] = {
-        "cmd": f"{cli.format(stage='tables')} --dataset {dataset} --out {table} " + " ".join(metrics),
+        "cmd": f"{cli.format(stage='tables')} --dataset {dataset} --out {table} --metrics-out {table_metrics} "
+        + " ".join(metrics),
         "deps": metrics + _code("tables"),
         "params": _params(files, ["benchmarks"]),
-        "outs": [table],
+        # `dvc metrics show` reads the JSON; `dvc plots show` draws test error per method.
+        "metrics": [table_metrics],
+        "plots": [{table: {"x": "test_error_mean", "y": "search_method", "template": "bar_horizontal"}}],
     }
     if "latency" in config:
         _latency_table_stages(stages, cli, files, dataset, metrics, latency_files)

@@ -93,11 +93,15 @@ def _latency_columns(group: pd.DataFrame, latency: dict) -> dict:
     }
 
 
-def run_tables(params: dict, metrics_paths: list[str], out: str | Path, latency: str | Path | None = None) -> pd.DataFrame:
+def run_tables(
+    params: dict, metrics_paths: list[str], out: str | Path, latency: str | Path | None = None, metrics_out: str | Path | None = None
+) -> pd.DataFrame:
     nb201_path = params.get("benchmarks", {}).get("nb201", {}).get("path")
     summary = artifacts.read_latency_filter(latency) if latency is not None else None
     if summary is not None and summary["dataset"] != params["dataset"]:
         raise artifacts.ArtifactError(f"{latency}: dataset {summary['dataset']!r}, expected {params['dataset']!r}")
     table = build_table(metrics_paths, params["dataset"], nb201_path, summary)
     artifacts.write_table(out, table)
+    if metrics_out is not None:
+        artifacts.write_table_metrics(metrics_out, table)
     return table

@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.cluster import RESOURCE_KEYS, job_resources
 from pipeline.config import (
     PATHS,
     STAGE_CODE,
@@ -98,3 +99,14 @@ def latency_files(wildcards):
             seed=config["seeds"],
         )
     ]
+
+
+def slurm_resources(stage):
+    """SLURM resources of the stage's jobs from config 'cluster' (--profile slurm)."""
+    if stage == "select":  # the selection method decides: GPU when it runs the network
+        return {
+            key: lambda w, key=key: job_resources(config, stage, w.select)[key]
+            for key in RESOURCE_KEYS
+        }
+    resources = job_resources(config, stage)
+    return {key: value for key, value in resources.items() if value is not None}

@@ -8,6 +8,8 @@ rule prepare_data:
         "logs/data/{dataset}.log",
     conda:
         "../envs/pipeline.yaml"
+    resources:
+        **slurm_resources("data"),
     params:
         stage=lambda w: stage_json("data", w),
     shell:

@@ -12,6 +12,8 @@ rule latency:
     conda:
         "../envs/pipeline.yaml"
     threads: THREADS
+    resources:
+        **slurm_resources("latency"),
     params:
         stage=lambda w: stage_json("latency", w, seed=w.seed),
         data=lambda w, input: f"--data {input.data}" if "data" in input.keys() else "",
@@ -30,6 +32,8 @@ rule latency_filter:
         "logs/latency/{dataset}/filter.log",
     conda:
         "../envs/pipeline.yaml"
+    resources:
+        **slurm_resources("latency_filter"),
     params:
         stage=lambda w: stage_json("latency_filter", w),
     shell:
@@ -52,6 +56,8 @@ rule tables_latency:
         "logs/tables/latency/{dataset}.log",
     conda:
         "../envs/pipeline.yaml"
+    resources:
+        **slurm_resources("tables"),
     params:
         stage=lambda w: stage_json("tables", w),
     shell:

@@ -11,9 +11,12 @@ rule retrain:
     conda:
         "../envs/pipeline.yaml"
     threads: THREADS
+    resources:
+        **slurm_resources("retrain"),
     params:
         stage=lambda w: stage_json("retrain", w, seed=w.seed),
         out_dir=RETRAIN_DIR,
     shell:
-        "python -m pipeline retrain --params {params.stage:q} --genotype {input.genotype}"
+        # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
+        "exec python -m pipeline retrain --params {params.stage:q} --genotype {input.genotype}"
         " --data {input.data} --out-dir {params.out_dir} --threads {threads} 2> {log}"

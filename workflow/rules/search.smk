@@ -10,9 +10,12 @@ rule search:
     conda:
         "../envs/pipeline.yaml"
     threads: THREADS
+    resources:
+        **slurm_resources("search"),
     params:
         stage=lambda w: stage_json("search", w, method=w.search, seed=w.seed),
         out_dir=SEARCH_DIR,
     shell:
-        "python -m pipeline search --params {params.stage:q} --data {input.data}"
+        # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
+        "exec python -m pipeline search --params {params.stage:q} --data {input.data}"
         " --out-dir {params.out_dir} --threads {threads} 2> {log}"

@@ -10,6 +10,8 @@ rule select:
     conda:
         "../envs/pipeline.yaml"
     threads: THREADS
+    resources:
+        **slurm_resources("select"),
     params:
         stage=lambda w: stage_json("select", w, method=w.select, seed=w.seed),
     shell:

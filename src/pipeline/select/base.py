@@ -26,6 +26,9 @@ class SelectionContext:
 
 class SelectionMethod(ABC):
     OPTIONS: dict[str, dict[str, Any]] = {}
+    # True when selecting trains or evaluates the supernet on data (e.g. perturbation-based
+    # selection): on a cluster its jobs then go to the GPU partition (pipeline.cluster).
+    runs_network = False
 
     def __init__(self, options: dict[str, Any]):
         self.options = options
