@@ -9,7 +9,7 @@
 # install/start/stop need root. Partitions: cpu (default) and gpu, both on this node, which
 # declares FAKE_GPUS (default 1) GPUs of type GPU_TYPE (default v100) backed by /dev/null:
 # GPU jobs are scheduled and see CUDA_VISIBLE_DEVICES, but there is no GPU. No slurmdbd, so
-# no sacct: finished jobs stay visible to squeue for MinJobAge (600 s), which is what the
+# no sacct: finished jobs stay visible to squeue for MinJobAge (1 h), which is what the
 # Snakemake profile's `slurm-status-command: squeue` relies on. Idempotent.
 set -euo pipefail
 
@@ -96,8 +96,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 # Without a default a job without --mem takes all the node's memory and jobs serialise.
 DefMemPerCPU=1024
-# Finished jobs stay visible to squeue this long (no slurmdbd, so no sacct).
-MinJobAge=600
+# Finished jobs stay visible to squeue/scontrol this long (no slurmdbd, so no sacct).
+MinJobAge=3600
 KillWait=10
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none

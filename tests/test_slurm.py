@@ -57,11 +57,6 @@ def slurm_jobs(ids: list[str]) -> dict[str, list[dict[str, str]]]:
     return jobs
 
 
-def running_job(comment: str) -> str:
-    listing = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True).stdout
-    return next(line.split("|")[0] for line in listing.splitlines() if line.split("|")[1] == comment)
-
-
 SEARCH = "rule_search_wildcards_cifar10_darts_1st_0"
 EXPECTED = {  # comment -> (partition, states of its jobs)
     "rule_prepare_data_wildcards_cifar10": ("cpu", ["COMPLETED"]),
@@ -84,7 +79,9 @@ def test_slurm_profile_runs_the_chain_resumes_a_stopped_job_and_reports_a_failed
     cmd = [str(BIN / "snakemake"), "--profile", "slurm", TARGET, "results/data/broken.pt",
            "--configfile", "config/demo.yaml", "config/tiny.yaml", "--keep-going",
            "--retries", "1", "--slurm-init-seconds-before-status-checks", "2"]
-    proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+    log = tmp_path / "snakemake.log"  # a file, not a pipe nobody reads until the end
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, cwd=project, stdout=sink, stderr=subprocess.STDOUT, env=env())
     try:
         # SIGTERM to the running search's job steps, as SLURM sends it stop_signal_seconds
         # before the time limit: the stage checkpoints and fails, the retry resumes.
@@ -93,11 +90,14 @@ def test_slurm_profile_runs_the_chain_resumes_a_stopped_job_and_reports_a_failed
         while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert proc.poll() is None, "the workflow ended before the search could be stopped"
-        subprocess.run(["scancel", "--signal=TERM", running_job(SEARCH)], check=True)
-        output, _ = proc.communicate(timeout=1200)
+        # This project's search job: the only SLURM log so far in its log folder.
+        (search_log,) = (project / "logs/slurm/rule_search/cifar10_darts_1st_0").glob("*.log")
+        subprocess.run(["scancel", "--signal=TERM", search_log.stem], check=True)
+        proc.wait(timeout=1200)
     finally:
         if proc.poll() is None:
             proc.kill()
+    output = log.read_text()
     assert proc.returncode != 0, output[-3000:]
 
     ids = re.findall(r"submitted with SLURM jobid (\d+)", output)
