@@ -157,6 +157,10 @@ PATHS = {
     "genotype": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.json",
     "retrain_dir": "results/retrain/{dataset}/{search}/{select}/seed{seed}",
     "table": "results/tables/{dataset}.csv",
+    # Pictures and plots, beside the artifact they show.
+    "genotype_picture": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.svg",
+    "search_plots": "results/search/{dataset}/{search}/seed{seed}/plots",
+    "retrain_plots": "results/retrain/{dataset}/{search}/{select}/seed{seed}/plots",
 }
 
 # Library sources (relative to src/pipeline) whose edits must rerun a stage.
@@ -166,6 +170,7 @@ STAGE_CODE = {
     "select": ["select", "spaces", "supernet.py", "cifar_net.py", "ops.py"],
     "retrain": ["retrain.py", "spaces", "supernet.py", "cifar_net.py", "ops.py", "data.py", "training.py", "runtime.py", "counting.py"],
     "tables": ["tables.py"],
+    "plots": ["plots.py", "pictures.py"],
 }
 
 NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers

@@ -70,3 +70,22 @@ def retrain_metrics(wildcards):
         select=config["select"]["run"],
         seed=config["seeds"],
     )
+
+
+def report_category(wildcards):
+    return f"{wildcards.dataset}, {config['search']['settings']['space']} space"
+
+
+def report_figures(dataset):
+    """Every picture and plot folder of the configured runs (the default target's)."""
+    keys = dict(
+        dataset=dataset,
+        search=config["search"]["run"],
+        select=config["select"]["run"],
+        seed=config["seeds"],
+    )
+    return (
+        expand(PATHS["genotype_picture"], **keys)
+        + expand(PATHS["search_plots"], **keys)
+        + expand(PATHS["retrain_plots"], **keys)
+    )
