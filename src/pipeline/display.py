@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import textwrap
 from typing import Mapping, Sequence
 
@@ -85,7 +86,8 @@ def table_text(table: pd.DataFrame, all_columns: bool = False, width: int | None
     cells = [[_cell(value, column) for value in table[column]] for column, _ in view]
     widths = [max([len(header)] + [len(text) for text in column]) for (_, header), column in zip(view, cells)]
     numeric = [pd.api.types.is_numeric_dtype(table[column]) for column, _ in view]
-    width = width or shutil.get_terminal_size((160, 24)).columns
+    if width is None:  # a terminal's width; piped output keeps every column
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 1 << 30
     shown, used = 0, 0
     while shown < len(view) and used + widths[shown] + (2 if shown else 0) <= max(width, widths[0]):
         used += widths[shown] + (2 if shown else 0)

@@ -101,6 +101,8 @@ def series_panels(epochs: Mapping[str, np.ndarray]) -> list[tuple[str, list[str]
 
 def plot_curves(metrics: artifacts.Metrics, title: str | None = None):
     """Accuracy, loss and every other per-epoch series of a search or retrain run."""
+    from matplotlib.ticker import MaxNLocator
+
     panels = series_panels(metrics.epochs)
     if not panels:
         raise PlotError("metrics: no per-epoch series to plot")
@@ -117,6 +119,7 @@ def plot_curves(metrics: artifacts.Metrics, title: str | None = None):
                 ax.plot(x, values, marker="o", ms=3, lw=1.5, label=key)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if len(keys) > 1 or np.asarray(metrics.epochs[keys[0]]).ndim == 2:
             ax.legend(fontsize=7)
@@ -227,6 +230,8 @@ def edge_names(space_name: str | None, cell: str, num_edges: int, num_ops: int) 
 def plot_edge_trajectories(values: np.ndarray, names: EdgeNames, title: str, ylabel: str):
     """One panel per edge (a row per target node where ``names.rows`` says so), one line
     per op over epochs; a shared legend of op names."""
+    from matplotlib.ticker import MaxNLocator
+
     values = np.asarray(values, dtype=float)
     titles, op_names = names.titles, names.ops
     if values.ndim != 3 or values.shape[1] != len(titles):
@@ -258,6 +263,7 @@ def plot_edge_trajectories(values: np.ndarray, names: EdgeNames, title: str, yla
             handles.setdefault(op, line)
         ax.set_title(titles[e], fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if probabilities:
             ax.set_ylim(0, max(0.05, float(np.nanmax(values[:, e]))) * 1.08)
