@@ -60,6 +60,10 @@ def test_alpha_trajectories_are_softmax_over_ops():
     (trajectory,) = plots.arch_trajectories({"alpha_cell": alpha})
     np.testing.assert_allclose(trajectory.values, [[[0.25, 0.75]], [[0.5, 0.5]]])
     assert (trajectory.cell, trajectory.label) == ("cell", "softmax(alpha)")
+    # A column that is not a candidate on an edge (ProxylessNAS: skip where shapes differ) gets 0.
+    mask = np.array([[True, False]])
+    (masked,) = plots.arch_trajectories({"alpha_layers": alpha}, masks={"layers": mask})
+    np.testing.assert_allclose(masked.values, [[[1.0, 0.0]], [[1.0, 0.0]]])
 
 
 def test_edge_names_follow_the_space():

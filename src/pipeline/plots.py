@@ -138,8 +138,11 @@ def _run_title(metrics: artifacts.Metrics) -> str:
 # ---------------------------------------------------------------- architecture trajectories
 
 
-def softmax(values: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax(values: np.ndarray, axis: int = -1, mask: np.ndarray | None = None) -> np.ndarray:
+    """Softmax along ``axis``; where ``mask`` is False the entry is not a candidate (prob. 0)."""
     values = np.asarray(values, dtype=float)
+    if mask is not None:
+        values = np.where(mask, values, -np.inf)
     shifted = values - np.max(values, axis=axis, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=axis, keepdims=True)
@@ -153,8 +156,16 @@ class Trajectory:
     cell: str  # cell type, from the key's suffix
 
 
-def arch_trajectories(epochs: Mapping[str, np.ndarray], cell_types: Sequence[str] = ()) -> list[Trajectory]:
-    """Every (epochs, edges, ops) array, ``alpha_*`` as probabilities (softmax over ops).
+def cell_of(key: str, cell_types: Sequence[str] = ()) -> str:
+    """The cell type a ``<quantity>_<cell>`` series belongs to (a known type if it ends the key)."""
+    return next((c for c in cell_types if key.endswith(f"_{c}")), key.partition("_")[2] or key)
+
+
+def arch_trajectories(
+    epochs: Mapping[str, np.ndarray], cell_types: Sequence[str] = (), masks: Mapping[str, np.ndarray] | None = None
+) -> list[Trajectory]:
+    """Every (epochs, edges, ops) array, ``alpha_*`` as probabilities (softmax over ops,
+    over each edge's candidates where ``masks[cell]`` (edges, ops) marks them).
 
     ``weights_<cell>`` (the method's own op weights) is dropped where it equals
     softmax(``alpha_<cell>``), as for DARTS; where a method weighs differently (a
@@ -164,10 +175,11 @@ def arch_trajectories(epochs: Mapping[str, np.ndarray], cell_types: Sequence[str
         values = np.asarray(epochs[key])
         if values.ndim != 3 or not np.issubdtype(values.dtype, np.number):
             continue
-        quantity, _, cell = key.partition("_")
-        cell = next((c for c in cell_types if key.endswith(f"_{c}")), cell or key)
+        quantity, cell = key.partition("_")[0], cell_of(key, cell_types)
         if quantity == "alpha":
-            found.append(Trajectory(key, softmax(values), "softmax(alpha)", cell))
+            mask = (masks or {}).get(cell)
+            mask = mask if mask is not None and mask.shape == values.shape[1:] else None
+            found.append(Trajectory(key, softmax(values, mask=mask), "softmax(alpha)", cell))
         else:
             found.append(Trajectory(key, values.astype(float), quantity, cell))
     alpha_probs = {t.cell: t.values for t in found if t.key.startswith("alpha_")}
@@ -286,9 +298,14 @@ def metrics_figures(metrics: artifacts.Metrics) -> dict[str, Any]:
         cell_types = tuple(get_space(space_name).cell_types)
     except Exception:
         pass
-    for trajectory in arch_trajectories(metrics.epochs, cell_types):
-        _, num_edges, num_ops = trajectory.values.shape
-        names = edge_names(space_name, trajectory.cell, num_edges, num_ops)
+    names_of, masks = {}, {}
+    for key, values in metrics.epochs.items():
+        if np.ndim(values) == 3:
+            cell = cell_of(key, cell_types)
+            names_of[cell] = names = edge_names(space_name, cell, *np.shape(values)[1:])
+            masks[cell] = np.array([[bool(op) for op in ops] for ops in names.ops])
+    for trajectory in arch_trajectories(metrics.epochs, cell_types, masks):
+        names = names_of[trajectory.cell]
         title = f"{_run_title(metrics)}: {trajectory.cell}, {trajectory.label}"
         figures[trajectory.key] = plot_edge_trajectories(trajectory.values, names, title, trajectory.label)
     return figures
