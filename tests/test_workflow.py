@@ -185,9 +185,10 @@ def test_snakemake_lint_and_snakefmt_are_clean():
 
 def report_data(html: str) -> tuple[dict, dict]:
     """The report's result records (path -> record) and categories (category -> subcategory -> paths)."""
-    results = json.loads(re.search(r"var results = (.*?);\n", html, flags=re.S).group(1))
-    categories = json.loads(re.search(r"var categories = (.*?);\n", html, flags=re.S).group(1))
-    return results, categories
+    def script(name: str):
+        return json.loads(re.search(rf'<script id="{name}">\s*var {name} = (.*?);\n', html, flags=re.S).group(1))
+
+    return script("results"), script("categories")
 
 
 def embedded(record: dict) -> str:
