@@ -19,7 +19,6 @@ How a cell's JSON is read (every space's genotype uses ``{"edges": [{"node", "in
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import subprocess
