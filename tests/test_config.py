@@ -94,3 +94,39 @@ def test_check_config_cli(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0
     assert "config key 'seeds'" in bad.stderr
+
+
+def test_a_method_can_search_its_own_space_and_scale(tmp_path):
+    overlay = {"search": {"methods": {"darts_nb201": {"algorithm": "darts", "settings": {"space": "nb201", "layers": 17}}}}}
+    config = load_config(write_overlay(tmp_path, overlay))
+    nb201 = stage_params(config, "search", method="darts_nb201", seed=0)
+    darts = stage_params(config, "search", method="darts_1st", seed=0)
+    assert (nb201["settings"]["space"], nb201["settings"]["layers"]) == ("nb201", 17)
+    assert nb201["settings"]["epochs"] == darts["settings"]["epochs"]  # the rest comes from search.settings
+    assert darts["settings"]["space"] == "darts" and "settings" not in nb201["options"]
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"space": "nb202"}, "config key 'search.methods.m.settings.space': unknown search space 'nb202'; known: "),
+        ({"layers": "eight"}, "search.methods.m.settings.layers"),
+    ],
+)
+def test_bad_method_settings_name_the_key(tmp_path, settings, message):
+    overlay = {"search": {"methods": {"m": {"algorithm": "darts", "settings": settings}}}}
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_config(write_overlay(tmp_path, overlay))
+
+
+def test_selections_can_differ_per_search_method(tmp_path):
+    from pipeline.config import selections_for
+
+    overlay = {"select": {"methods": {"magnitude_noskip": {"algorithm": "magnitude", "exclude_ops": ["skip_connect"]}},
+                          "run_for": {"darts_2nd": ["magnitude", "magnitude_noskip"]}}}
+    config = load_config(write_overlay(tmp_path, overlay))
+    assert selections_for(config, "darts_1st") == ["magnitude"]
+    assert selections_for(config, "darts_2nd") == ["magnitude", "magnitude_noskip"]
+    overlay["select"]["run_for"] = {"darts_3rd": ["magnitude"]}
+    with pytest.raises(ConfigError, match=r"config key 'select\.run_for\.darts_3rd': not a method under 'search\.methods'"):
+        load_config(write_overlay(tmp_path, overlay))

@@ -42,6 +42,7 @@ TABLE = pd.DataFrame({
     "selection_method": ["magnitude", "magnitude"], "seeds": ["0 1", "0 1"], "test_error": ["55.10 ± 1.20", "53.00 ± 0.40"],
     "test_error_mean": [55.1, 53.0], "test_error_std": [1.2, 0.4], "test_error_best": [54.25, 52.6], "params_m": [0.0412, 0.0398],
     "search_cost": [0.0123, 0.0311], "search_cost_unit": ["CPU-hours", "CPU-hours"], "device": ["cpu", "cpu"],
+    "benchmark_test_acc": [float("nan"), float("nan")],  # darts rows: no NAS-Bench-201 accuracy
 })
 
 
@@ -55,6 +56,8 @@ def test_table_text_aligns_the_main_columns():
     assert all(len(line) <= 40 for line in narrow[:-1])
     assert narrow[-1].startswith("(not shown for width: ") and "unit" in narrow[-1]
     assert "device" in table_text(TABLE, all_columns=True, width=400)
+    nb201 = TABLE.assign(space="nb201", benchmark_test_acc=["93.76 ± 0.00", "94.37 ± 0.00"])
+    assert table_text(nb201, width=400).splitlines()[2].endswith("CPU-hours  93.76 ± 0.00")
 
 
 def test_show_table_cli(tmp_path):

@@ -67,7 +67,9 @@ def test_dot_source_draws_exactly_the_cells_edges(v2_genotype):
 
 
 def test_nb201_cell_drops_none_edges_and_ends_at_node_3():
-    graph = cell_graph("cell", NB201_CELL)
+    cells = get_space("nb201").from_text("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|")
+    assert cells["cell"]["edges"] == NB201_CELL["edges"]
+    (graph,) = genotype_graphs({"space": "nb201", "cells": cells})
     assert [(n.label, n.role) for n in graph.nodes] == [("0", "input"), ("1", "intermediate"), ("2", "intermediate"), ("3", "output")]
     assert graph.edge_list() == [("0", "1", "nor_conv_3x3"), ("1", "2", "skip_connect"), ("0", "3", "avg_pool_3x3"), ("2", "3", "nor_conv_1x1")]
     assert graph.notes == ["2 edges with op none left out"]
@@ -75,10 +77,12 @@ def test_nb201_cell_drops_none_edges_and_ends_at_node_3():
 
 
 def test_proxyless_layers_become_a_strip_in_layer_order():
-    edges = [{"node": i + 1, "input": i, "op": op} for i, op in enumerate(PROXYLESS_OPS)]
-    graph = cell_graph("layers", {"edges": list(reversed(edges))})
-    assert graph.strip and [n.op for n in graph.nodes] == PROXYLESS_OPS
-    assert [(e.source, e.target) for e in graph.edges] == [("1", "2"), ("2", "3"), ("3", "4"), ("4", "5")]
+    ops = (["mbconv3_k3"] + ["mbconv6_k5", "skip_connect", "mbconv3_k7", "mbconv6_k7"] * 5)[:21]
+    cells = get_space("proxyless").from_text(" ".join(ops))
+    cells["layers"]["edges"].reverse()  # drawn in layer order whatever the JSON order
+    (graph,) = genotype_graphs({"space": "proxyless", "cells": cells})
+    assert graph.strip and [n.op for n in graph.nodes] == ops and graph.caption() == "layers (21 layers)"
+    assert [(e.source, e.target) for e in graph.edges] == [(str(i), str(i + 1)) for i in range(1, 21)]
     plain = genotype_graphs({"space": "proxyless", "layers": PROXYLESS_OPS})[0]
     assert [n.op for n in plain.nodes] == PROXYLESS_OPS
 

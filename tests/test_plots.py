@@ -71,6 +71,11 @@ def test_edge_names_follow_the_space():
     assert names.titles[:3] == ["c_{k-2} → 0", "c_{k-1} → 0", "c_{k-2} → 1"]
     assert names.rows == [[0, 1], [2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12, 13]]
     assert names.ops[0][4] == "sep_conv_3x3"
+    nb201 = plots.edge_names("nb201", "cell", 6, 5)
+    assert nb201.titles == ["0 → 1", "0 → 2", "1 → 2", "0 → 3", "1 → 3", "2 → 3"] and nb201.rows == [[0], [1, 2], [3, 4, 5]]
+    proxyless = plots.edge_names("proxyless", "layers", 21, 7)
+    assert proxyless.titles[0] == "layer 1" and proxyless.rows is None
+    assert proxyless.ops[0][-1] == "" and proxyless.ops[2][-1] == "skip_connect"  # skip only where shapes allow
     generic = plots.edge_names("no_such_space", "normal", 3, 2)
     assert generic.titles == ["edge 0", "edge 1", "edge 2"] and generic.rows is None
 

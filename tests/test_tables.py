@@ -6,10 +6,10 @@ from pipeline.artifacts import Metrics
 from pipeline.tables import build_table, run_tables
 
 
-def retrain_metrics(path, search, error, seed, params_m=3.3, search_seconds=3600.0, device="cpu", dataset="cifar10"):
+def retrain_metrics(path, search, error, seed, params_m=3.3, search_seconds=3600.0, device="cpu", dataset="cifar10", space="darts", genotype_text=""):
     epochs = {k: np.zeros(1) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time")}
     summary = {
-        "test_acc": 100 - error, "test_error": error, "params_m": params_m, "dataset": dataset, "space": "darts",
+        "test_acc": 100 - error, "test_error": error, "params_m": params_m, "dataset": dataset, "space": space, "genotype_text": genotype_text,
         "search_method": search, "selection_method": "magnitude", "seed": seed,
         "search_seconds": search_seconds, "select_seconds": 0.0, "search_device": device,
     }
@@ -23,7 +23,7 @@ def test_table_rows_mean_std_best_params_cost(tmp_path):
         retrain_metrics(tmp_path / "b.h5", "darts_2nd", 2.5, 1, params_m=3.4, search_seconds=5400),
         retrain_metrics(tmp_path / "c.h5", "darts_1st", 3.1, 0, search_seconds=86400, device="cuda:0"),
     ]
-    table = run_tables({"dataset": "cifar10"}, paths, tmp_path / "t.csv")
+    table = run_tables({"dataset": "cifar10", "benchmarks": {"nb201": {"path": None}}}, paths, tmp_path / "t.csv")
     assert list(table["search_method"]) == ["darts_1st", "darts_2nd"]
     second = table.iloc[1]
     assert second["test_error_mean"] == pytest.approx(2.75)
@@ -60,3 +60,49 @@ def test_table_rejects_results_of_another_dataset(tmp_path):
     path = retrain_metrics(tmp_path / "a.h5", "darts_1st", 3.0, 0, dataset="cifar100")
     with pytest.raises(artifacts.ArtifactError, match="dataset 'cifar100', expected 'cifar10'"):
         build_table([path], "cifar10")
+
+
+BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+
+
+def test_nb201_rows_carry_the_benchmark_accuracy_of_the_selected_cells(tmp_path):
+    from pipeline import nb201
+
+    paths = [
+        retrain_metrics(tmp_path / "a.h5", "darts_2nd", 40.0, 0, space="nb201", genotype_text=BEST_NB201),
+        retrain_metrics(tmp_path / "b.h5", "darts_2nd", 45.0, 1, space="nb201", genotype_text=ALL_SKIP),
+        retrain_metrics(tmp_path / "c.h5", "darts_1st", 3.0, 0),
+    ]
+    table = build_table(paths, "cifar10").set_index("space")
+    accuracies = [94.37333, nb201.lookup(ALL_SKIP).cifar10_test_200ep]
+    expected = f"{np.mean(accuracies):.2f} ± {np.std(accuracies, ddof=1):.2f}"
+    assert table.loc["nb201", "benchmark_test_acc"] == expected
+    assert table.loc["darts", "benchmark_test_acc"] == ""
+
+
+def test_an_official_nats_bench_file_replaces_the_vendored_table(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from pipeline import nb201
+
+    calls = []
+
+    class FakeAPI:
+        def query_index_by_arch(self, arch):
+            calls.append(arch)
+            return 7
+
+        def get_more_info(self, index, dataset, hp, is_random):
+            assert (index, dataset, hp, is_random) == (7, "ImageNet16-120", "200", False)
+            return {"test-accuracy": 12.5}
+
+    official = tmp_path / "NATS-tss-v1_0-3ffb9-simple"
+    official.mkdir()
+    monkeypatch.setitem(sys.modules, "nats_bench", types.SimpleNamespace(create=lambda path, space, fast_mode, verbose: FakeAPI()))
+    nb201._official_api.cache_clear()
+    assert nb201.test_accuracy(BEST_NB201, "imagenet16", str(official)) == 12.5
+    assert calls == [BEST_NB201]
+    with pytest.raises(nb201.NB201Error, match="does not exist"):
+        nb201.test_accuracy(BEST_NB201, "cifar10", str(tmp_path / "missing"))

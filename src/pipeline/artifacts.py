@@ -54,6 +54,7 @@ TABLE_COLUMNS = (
     "search_cost",
     "search_cost_unit",
     "device",
+    "benchmark_test_acc",
 )
 
 

@@ -121,17 +121,47 @@ def validate_config(config: dict) -> None:
         raise ConfigError(f"config key 'dataset': {config['dataset']!r} has no entry under 'data'")
     for name, entry in config["data"].items():
         _check_source(entry["source"], f"data.{name}.source")
-    space = config["search"]["settings"]["space"]
-    if space not in spaces.SPACES:
-        known = ", ".join(spaces.SPACES.names())
-        raise ConfigError(f"config key 'search.settings.space': unknown search space {space!r}; known: {known}")
+    spaces_used = {"search.settings.space": config["search"]["settings"]["space"]}
+    for name in config["search"]["methods"]:
+        settings = search_settings(config, name)
+        if "space" in config["search"]["methods"][name].get("settings", {}):
+            spaces_used[f"search.methods.{name}.settings.space"] = settings["space"]
+    for key, space in spaces_used.items():
+        if space not in spaces.SPACES:
+            known = ", ".join(spaces.SPACES.names())
+            raise ConfigError(f"config key '{key}': unknown search space {space!r}; known: {known}")
     for section, registry in (("search", search.METHODS), ("select", select.METHODS)):
         block = config[section]
         for index, name in enumerate(block["run"]):
             if name not in block["methods"]:
                 raise ConfigError(f"config key '{section}.run[{index}]': {name!r} is not defined under '{section}.methods'")
+        if section == "select":
+            for search_name, names in block.get("run_for", {}).items():
+                if search_name not in config["search"]["methods"]:
+                    raise ConfigError(f"config key 'select.run_for.{search_name}': not a method under 'search.methods'")
+                for index, name in enumerate(names):
+                    if name not in block["methods"]:
+                        raise ConfigError(f"config key 'select.run_for.{search_name}[{index}]': {name!r} is not defined under 'select.methods'")
         for name, method in block["methods"].items():
+            if section == "search":
+                method = {key: value for key, value in method.items() if key != "settings"}
             method_options(registry, method, f"{section}.methods.{name}")
+
+
+def selections_for(config: dict, search_method: str) -> list[str]:
+    """The selection methods run on a search method's supernets: ``select.run_for`` or ``select.run``."""
+    return list(config["select"].get("run_for", {}).get(search_method, config["select"]["run"]))
+
+
+def search_settings(config: dict, method: str) -> dict:
+    """``search.settings`` with the method's own ``settings`` block laid over it, so one
+    workflow can search several spaces or scales (e.g. a method on nb201 beside DARTS)."""
+    overrides = config["search"]["methods"][method].get("settings", {})
+    partial = copy.deepcopy(schema()["$defs"]["search_settings"])
+    partial.pop("required", None)
+    partial["$defs"] = schema()["$defs"]
+    _validate(overrides, partial, prefix=f"search.methods.{method}.settings.")
+    return {**copy.deepcopy(config["search"]["settings"]), **copy.deepcopy(overrides)}
 
 
 def _check_source(source: dict, key: str) -> None:
@@ -164,13 +194,18 @@ PATHS = {
 }
 
 # Library sources (relative to src/pipeline) whose edits must rerun a stage.
+# The spaces and the networks they build.
+SPACE_CODE = [
+    "spaces", "spaces/data/robustdarts_s1.json", "supernet.py", "cifar_net.py", "imagenet_net.py",
+    "nb201_net.py", "nb201.py", "proxyless_net.py", "ops.py",
+]
 STAGE_CODE = {
     "data": ["data.py"],
-    "search": ["search", "spaces", "supernet.py", "cifar_net.py", "ops.py", "data.py", "training.py", "runtime.py"],
-    "select": ["select", "spaces", "supernet.py", "cifar_net.py", "ops.py"],
-    "retrain": ["retrain.py", "spaces", "supernet.py", "cifar_net.py", "ops.py", "data.py", "training.py", "runtime.py", "counting.py"],
-    "tables": ["tables.py"],
-    "plots": ["plots.py", "pictures.py"],
+    "search": ["search", *SPACE_CODE, "data.py", "training.py", "runtime.py"],
+    "select": ["select", *SPACE_CODE],
+    "retrain": ["retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py"],
+    "tables": ["tables.py", "nb201.py"],
+    "plots": ["plots.py", "pictures.py", "spaces"],
 }
 
 NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers
@@ -189,13 +224,14 @@ def stage_params(config: dict, stage: str, **keys: Any) -> dict:
         return {"dataset": dataset, **copy.deepcopy(config["data"][dataset])}
     if stage == "search":
         name = keys["method"]
-        block = method_options(search.METHODS, config["search"]["methods"][name], f"search.methods.{name}")
+        block = {key: value for key, value in config["search"]["methods"][name].items() if key != "settings"}
+        block = method_options(search.METHODS, block, f"search.methods.{name}")
         return {
             "dataset": dataset,
             "seed": int(keys["seed"]),
             "method": name,
             "options": block,
-            "settings": copy.deepcopy(config["search"]["settings"]),
+            "settings": search_settings(config, name),
             "runtime": _runtime(config),
         }
     if stage == "select":
@@ -205,7 +241,8 @@ def stage_params(config: dict, stage: str, **keys: Any) -> dict:
     if stage == "retrain":
         return {"dataset": dataset, "seed": int(keys["seed"]), "settings": copy.deepcopy(config["retrain"]), "runtime": _runtime(config)}
     if stage == "tables":
-        return {"dataset": dataset}
+        nb201_path = config.get("benchmarks", {}).get("nb201", {}).get("path")
+        return {"dataset": dataset, "benchmarks": {"nb201": {"path": nb201_path}}}
     raise ConfigError(f"unknown stage {stage!r}")
 
 
@@ -241,7 +278,10 @@ STAGE_SCHEMAS = {
             "runtime": {"type": "object"},
         },
     },
-    "tables": {"required": ["dataset"], "properties": {"dataset": {"type": "string"}}},
+    "tables": {
+        "required": ["dataset"],
+        "properties": {"dataset": {"type": "string"}, "benchmarks": {"$ref": "#/$defs/benchmarks"}},
+    },
 }
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipeline.pictures import CellGraph, genotype_graphs
 
-# The table columns people read first; `--all` shows every column.
+# The table columns people read first (empty ones left out); `--all` shows every column.
 TABLE_VIEW = (
     ("space", "space"),
     ("search_method", "search"),
@@ -23,6 +23,7 @@ TABLE_VIEW = (
     ("params_m", "params (M)"),
     ("search_cost", "search cost"),
     ("search_cost_unit", "unit"),
+    ("benchmark_test_acc", "NB201 test acc (%)"),
 )
 
 
@@ -77,12 +78,12 @@ def _cell(value, column: str) -> str:
 def table_text(table: pd.DataFrame, all_columns: bool = False, width: int | None = None) -> str:
     """A results table as aligned text with a rule under the header; numbers right-aligned.
 
-    Shows the main columns (TABLE_VIEW) unless ``all_columns``; columns that do not fit in
+    Shows the main columns (TABLE_VIEW, if not empty) unless ``all_columns``; columns that do not fit in
     ``width`` are dropped from the right and named in a last line."""
     if all_columns:
         view = [(column, column) for column in table.columns]
     else:
-        view = [(column, header) for column, header in TABLE_VIEW if column in table.columns]
+        view = [(column, header) for column, header in TABLE_VIEW if column in table.columns and table[column].notna().any()]
     cells = [[_cell(value, column) for value in table[column]] for column, _ in view]
     widths = [max([len(header)] + [len(text) for text in column]) for (_, header), column in zip(view, cells)]
     numeric = [pd.api.types.is_numeric_dtype(table[column]) for column, _ in view]

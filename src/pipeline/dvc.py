@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from pipeline.config import PATHS, STAGE_CODE, NUMERIC_RUNTIME, load_config, read_yaml
+from pipeline.config import PATHS, STAGE_CODE, NUMERIC_RUNTIME, load_config, read_yaml, selections_for
 
 CODE_ROOT = "src/pipeline"
 
@@ -67,7 +67,7 @@ def render_dvc_yaml(config_paths: list[str]) -> str:
                 "params": _params(files, ["search.settings", f"search.methods.{search}"] + runtime_keys),
                 "outs": [f"{search_dir}/supernet.pt", f"{search_dir}/metrics.h5"],
             }
-            for select in config["select"]["run"]:
+            for select in selections_for(config, search):
                 genotype = PATHS["genotype"].format(select=select, **keys)
                 retrain_dir = PATHS["retrain_dir"].format(select=select, **keys)
                 stages[f"select_{dataset}_{search}_{select}_seed{seed}"] = {
@@ -89,6 +89,7 @@ def render_dvc_yaml(config_paths: list[str]) -> str:
     stages[f"tables_{dataset}"] = {
         "cmd": f"{cli.format(stage='tables')} --dataset {dataset} --out {table} " + " ".join(metrics),
         "deps": metrics + _code("tables"),
+        "params": _params(files, ["benchmarks"]),
         "outs": [table],
     }
     header = (

@@ -100,3 +100,41 @@ def lookup(arch: str, path_200ep: str | None = None, path_12ep: str | None = Non
 def best(column: str = "cifar10_test_200ep", path_200ep: str | None = None, path_12ep: str | None = None) -> NB201Result:
     table = _table(path_200ep, path_12ep)
     return lookup(table.loc[table[column].idxmax(), "arch"], path_200ep, path_12ep)
+
+
+# Dataset names of this pipeline -> (NATS-Bench dataset, result field of the vendored table).
+DATASETS = {
+    "cifar10": ("cifar10", "cifar10_test_200ep"),
+    "cifar100": ("cifar100", "cifar100_test_200ep"),
+    "imagenet16": ("ImageNet16-120", "imagenet16_test_200ep"),
+}
+
+
+def test_accuracy(arch: str, dataset: str, official_path: str | None = None) -> float:
+    """200-epoch test accuracy (percent) of a cell on ``dataset``: from an official NATS-Bench /
+    NAS-Bench-201 file when ``official_path`` is given (needs the ``nats_bench`` package),
+    else from the vendored table."""
+    if dataset not in DATASETS:
+        raise NB201Error(f"NAS-Bench-201 has no results for dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    canonical = format_arch(parse_arch(arch))
+    if official_path is None:
+        return float(getattr(lookup(canonical), DATASETS[dataset][1]))
+    api = _official_api(official_path)
+    index = api.query_index_by_arch(canonical)
+    if index < 0:
+        raise NB201Error(f"{official_path}: no entry for cell {canonical}")
+    info = api.get_more_info(index, DATASETS[dataset][0], hp="200", is_random=False)
+    return float(info["test-accuracy"])
+
+
+@lru_cache(maxsize=2)
+def _official_api(path: str):
+    try:
+        from nats_bench import create
+    except ImportError:
+        raise NB201Error(
+            f"benchmarks.nb201.path: reading {path} needs the nats_bench package (pip install nats_bench)"
+        ) from None
+    if not Path(path).exists():
+        raise NB201Error(f"benchmarks.nb201.path: {path} does not exist")
+    return create(path, "tss", fast_mode=True, verbose=False)

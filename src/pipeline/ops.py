@@ -91,6 +91,9 @@ OPS: dict[str, OpFactory] = {
     "sep_conv_7x7": lambda C, stride, affine: SepConv(C, C, 7, stride, 3, affine),
     "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine),
     "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine),
+    # NAS-Bench-201's plain convolutions.
+    "nor_conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine),
+    "nor_conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine),
 }
 
 # Ops that contribute exactly zero: the mixed op never computes them.

@@ -133,6 +133,7 @@ def run_retrain(params: dict[str, Any], genotype_path: str | Path, data_path: st
         "select_seconds": gp["select_seconds"],
         "search_device": gp["search_device"],
         "genotype_sha256": artifacts.sha256_file(genotype_path),
+        "genotype_text": space.to_text(genotype["cells"]),
     }
     epochs_arrays = {name: np.asarray(values) for name, values in history.items()}
     provenance = artifacts.provenance(params, seed=seed, genotype_file=str(genotype_path), device=str(device))

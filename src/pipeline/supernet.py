@@ -17,14 +17,14 @@ from pipeline.ops import ZERO_OPS, FactorizedReduce, ReLUConvBN, make_op
 
 
 class MixedOp(nn.Module):
-    def __init__(self, channels: int, stride: int, candidates: Sequence[str]):
+    def __init__(self, channels: int, stride: int, candidates: Sequence[str], pool_bn: bool = True):
         super().__init__()
         self.stride = stride
         self.candidates = tuple(candidates)
         self.ops = nn.ModuleList()
         for name in self.candidates:
             op = make_op(name, channels, stride, affine=False)
-            if "pool" in name:  # pools get a BN so their scale matches the convs'
+            if pool_bn and "pool" in name:  # DARTS: pools get a BN so their scale matches the convs'
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
             self.ops.append(op)
 

@@ -7,6 +7,8 @@ from pipeline.config import (
     PATHS,
     STAGE_CODE,
     ConfigError,
+    search_settings,
+    selections_for,
     stage_params,
     validate_config,
 )
@@ -63,29 +65,37 @@ def table_path(dataset):
 
 
 def retrain_metrics(wildcards):
-    return expand(
-        f"{RETRAIN_DIR}/metrics.h5",
-        dataset=wildcards.dataset,
-        search=config["search"]["run"],
-        select=config["select"]["run"],
-        seed=config["seeds"],
-    )
+    """Every (search, selection, seed) result of the dataset; selections per search method."""
+    return [
+        path
+        for search in config["search"]["run"]
+        for path in expand(
+            f"{RETRAIN_DIR}/metrics.h5",
+            dataset=wildcards.dataset,
+            search=search,
+            select=selections_for(config, search),
+            seed=config["seeds"],
+        )
+    ]
 
 
 def report_category(wildcards):
-    return f"{wildcards.dataset}, {config['search']['settings']['space']} space"
+    """Report grouping: dataset and the search's space (a method may search its own space)."""
+    space = search_settings(config, wildcards.search)["space"]
+    return f"{wildcards.dataset}, {space} space"
 
 
 def report_figures(dataset):
     """Every picture and plot folder of the configured runs (the default target's)."""
-    keys = dict(
-        dataset=dataset,
-        search=config["search"]["run"],
-        select=config["select"]["run"],
-        seed=config["seeds"],
-    )
-    return (
-        expand(PATHS["genotype_picture"], **keys)
-        + expand(PATHS["search_plots"], **keys)
-        + expand(PATHS["retrain_plots"], **keys)
-    )
+    figures = []
+    for search in config["search"]["run"]:
+        keys = dict(
+            dataset=dataset,
+            search=search,
+            select=selections_for(config, search),
+            seed=config["seeds"],
+        )
+        figures += expand(PATHS["search_plots"], **keys)
+        figures += expand(PATHS["genotype_picture"], **keys)
+        figures += expand(PATHS["retrain_plots"], **keys)
+    return figures

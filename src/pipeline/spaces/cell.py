@@ -8,7 +8,11 @@ A genotype's cells are JSON: ``{"normal": {"edges": [{"node": 2, "input": 0, "op
 from __future__ import annotations
 
 import ast
+import json
+from importlib import resources
 from typing import Any, Sequence
+
+import torch
 
 from pipeline.cifar_net import NetworkCIFAR
 from pipeline.imagenet_net import NetworkImageNet
@@ -33,10 +37,24 @@ class CellSpace:
     steps = 4
     cell_types = CELL_TYPES
 
-    def __init__(self, name: str, primitives: Sequence[str], inputs_per_node: int = 2):
+    def __init__(
+        self,
+        name: str,
+        primitives: Sequence[str],
+        inputs_per_node: int = 2,
+        edge_candidates: dict[str, Sequence[Sequence[str]]] | None = None,
+    ):
+        """``edge_candidates``: per cell type, each edge's own ops (RobustDARTS S1); otherwise
+        every edge offers all ``primitives``."""
         self.name = name
         self.primitives = tuple(primitives)
         self.inputs_per_node = inputs_per_node
+        self.edge_candidates = edge_candidates
+        if edge_candidates is not None:
+            for kind in self.cell_types:
+                rows = edge_candidates[kind]
+                if len(rows) != len(self.edges()) or len({len(row) for row in rows}) != 1:
+                    raise ValueError(f"space {name!r}: {kind} needs {len(self.edges())} edges with equally many ops")
 
     # -- topology
     def edges(self) -> list[tuple[int, int]]:
@@ -44,10 +62,12 @@ class CellSpace:
         return [(node + 2, source) for node in range(self.steps) for source in range(node + 2)]
 
     def candidates(self, cell_type: str) -> list[list[str]]:
+        if self.edge_candidates is not None:
+            return [list(row) for row in self.edge_candidates[cell_type]]
         return [list(self.primitives) for _ in self.edges()]
 
     def arch_shape(self) -> tuple[int, int]:
-        return len(self.edges()), len(self.primitives)
+        return len(self.edges()), len(self.candidates(self.cell_types[0])[0])
 
     # -- builders
     def build_supernet(self, channels: int, layers: int, num_classes: int) -> SuperNet:
@@ -70,6 +90,32 @@ class CellSpace:
         return networks[setting](specs, channels, num_classes, layers, auxiliary)
 
     # -- genotypes
+    def parse(self, weights: dict[str, torch.Tensor], exclude_ops: Sequence[str] = ("none",)) -> dict:
+        """The DARTS parse: per edge the strongest op not excluded (never ``none``); per node
+        the ``inputs_per_node`` incoming edges whose strongest op weighs most."""
+        excluded = set(exclude_ops) | {"none"}
+        edge_list = self.edges()
+        cells = {}
+        for kind in self.cell_types:
+            w = weights[kind].detach().cpu()
+            best = []  # per edge: (weight, op) of its strongest allowed op
+            for e, names in enumerate(self.candidates(kind)):
+                allowed = [(w[e, k].item(), name) for k, name in enumerate(names) if name not in excluded]
+                if not allowed:
+                    raise ValueError(f"exclude_ops {sorted(excluded)} leaves no op on edge {edge_list[e]} of the {kind} cell")
+                best.append(max(allowed, key=lambda item: item[0]))
+            by_node: dict[int, list[int]] = {}
+            for e, (node, _) in enumerate(edge_list):
+                by_node.setdefault(node, []).append(e)
+            edges = []
+            for node, edge_ids in sorted(by_node.items()):
+                strongest = sorted(edge_ids, key=lambda e: -best[e][0])[: self.inputs_per_node]
+                for e in sorted(strongest, key=lambda e: edge_list[e][1]):
+                    edges.append({"node": node, "input": edge_list[e][1], "op": best[e][1]})
+            cells[kind] = {"edges": edges, "concat": sorted(by_node)}
+        self.validate_genotype(cells)
+        return cells
+
     def validate_genotype(self, cells: Any) -> None:
         if not isinstance(cells, dict) or set(cells) != set(self.cell_types):
             raise ValueError(f"field 'cells' must have exactly the cell types {list(self.cell_types)}")
@@ -159,6 +205,17 @@ UNAS_PRIMITIVES = (
 )
 SPACES.register("unas")(CellSpace("unas", UNAS_PRIMITIVES))
 SPACES.register("unas_imagenet")(CellSpace("unas_imagenet", UNAS_PRIMITIVES[:5]))
+
+def _s1_table() -> dict[str, list[list[str]]]:
+    """S1's per-edge op pairs, vendored as data with its source (spaces/data/robustdarts_s1.json)."""
+    table = json.loads((resources.files("pipeline") / "spaces" / "data" / "robustdarts_s1.json").read_text())
+    return {kind: table[kind] for kind in CELL_TYPES}
+
+
+_S1 = _s1_table()
+SPACES.register("s1")(
+    CellSpace("s1", sorted({op for rows in _S1.values() for row in rows for op in row}), edge_candidates=_S1)
+)
 # RobustDARTS (Zela et al., 2020) S2-S4; S4's `noise` returns N(0, 1) whatever its input.
 SPACES.register("s2")(CellSpace("s2", ("skip_connect", "sep_conv_3x3")))
 SPACES.register("s3")(CellSpace("s3", ("none", "skip_connect", "sep_conv_3x3")))
