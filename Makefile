@@ -1,4 +1,4 @@
-# make demo: set up .venv and run the CPU demo chain; make test: set up and run the tests.
+# make demo: set up .venv, run the CPU demo chain and write its HTML report; make test: set up and run the tests.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
@@ -15,9 +15,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	snakemake results/tables/cifar10.csv --cores $(CORES) --configfile config/demo.yaml
-	@echo "Results table: results/tables/cifar10.csv"
-	@cat results/tables/cifar10.csv
+	snakemake --cores $(CORES) --configfile config/demo.yaml
+	snakemake --configfile config/demo.yaml --report results/report.html
+	@echo "Results table: results/tables/cifar10.csv; pictures, plots and table: results/report.html"
+	@pipeline show-table results/tables/cifar10.csv
 
 test: setup
 	pytest -q
@@ -27,4 +28,4 @@ lint: setup
 	snakefmt --check Snakefile workflow/rules
 
 clean-results:
-	rm -rf results/data results/search results/select results/retrain results/latency results/tables logs .snakemake
+	rm -rf results/data results/search results/select results/retrain results/latency results/tables results/report.html logs .snakemake

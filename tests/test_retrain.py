@@ -18,9 +18,12 @@ def genotype_file(tmp_path):
     return path
 
 
-def test_retrain_trains_and_reports(tiny_data, genotype_file, tmp_path):
+def test_retrain_trains_and_reports(tiny_data, genotype_file, tmp_path, capfd):
     params = retrain_params(epochs=2)
     summary = run_retrain(params, genotype_file, tiny_data, tmp_path / "out", threads=1)
+    # In a log (not a terminal) the progress bars stay silent: one line per epoch, then the result.
+    log = capfd.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in log] == ["retrain epoch 1/2", "retrain epoch 2/2", "retrain done"]
     metrics = artifacts.read_metrics(tmp_path / "out" / "metrics.h5")
     assert metrics.summary["test_acc"] == pytest.approx(metrics.epochs["test_acc"][-1])
     assert metrics.summary["test_error"] == pytest.approx(100 - summary["test_acc"])

@@ -4,6 +4,8 @@ Each test copies the project (Snakefile, rules, config, sources, demo data) into
 folder, so that edits there (config, code mtimes) touch nothing of the checkout.
 """
 
+import base64
+import json
 import os
 import re
 import shutil
@@ -46,8 +48,9 @@ def env():
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-def snakemake(project: Path, *args: str, configfiles=("config/demo.yaml", "config/tiny.yaml"), target=TARGET):
-    cmd = [str(BIN / "snakemake"), target, "--cores", "2", "--configfile", *configfiles, *args]
+def snakemake(project: Path, *args: str, configfiles=("config/demo.yaml", "config/tiny.yaml"), targets=(TARGET,)):
+    """``targets=()``: the default target, everything including pictures and plots."""
+    cmd = [str(BIN / "snakemake"), *targets, "--cores", "2", "--configfile", *configfiles, *args]
     return subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
 
 
@@ -64,7 +67,7 @@ def planned_jobs(result) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("wf"))
-    result = snakemake(project)
+    result = snakemake(project, targets=())
     assert result.returncode == 0, result.stderr[-3000:]
     return project
 
@@ -82,6 +85,7 @@ def test_chain_produces_the_table(project):
 
 def test_second_run_has_nothing_to_do(project):
     assert planned_jobs(snakemake(project, "-n")) == {}
+    assert planned_jobs(snakemake(project, "-n", targets=())) == {}  # pictures and plots too
 
 
 def edit_config(project: Path, change: dict) -> None:
@@ -185,17 +189,17 @@ LATENCY_TABLE = "results/tables/latency/cifar10.csv"
 def test_latency_target_measures_filters_and_tables(project):
     import pandas as pd
 
-    result = snakemake(project, target=LATENCY_TABLE)
+    result = snakemake(project, targets=(LATENCY_TABLE,))
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(project / LATENCY_TABLE)
     assert table["latency_ms"][0] > 0 and table["latency_passed"][0] in ("0/1", "1/1")
     assert table["latency_source"][0].startswith("measure ")
     assert (project / "logs/latency/cifar10/darts_1st/magnitude/seed0.log").exists()
-    assert planned_jobs(snakemake(project, "-n", target=LATENCY_TABLE)) == {}
+    assert planned_jobs(snakemake(project, "-n", targets=(LATENCY_TABLE,))) == {}
     # The target is the filter's: changing it reruns the filter and the table, not the timing.
     edit_config(project, {"latency": {"target_ms": 1000.0}})
     try:
-        jobs = planned_jobs(snakemake(project, "-n", target=LATENCY_TABLE))
+        jobs = planned_jobs(snakemake(project, "-n", targets=(LATENCY_TABLE,)))
     finally:
         edit_config(project, {})
     assert set(jobs) == {"latency_filter", "tables_latency"}
@@ -212,7 +216,7 @@ def test_dvc_push_pull_restores_outputs_and_snakemake_then_has_nothing_to_do(pro
     run = lambda *cmd: subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
     dvc = str(BIN / "dvc")
     assert run("git", "init", "-q").returncode == 0
-    assert snakemake(project, target=LATENCY_TABLE).returncode == 0  # outputs of every DVC stage
+    assert snakemake(project, targets=(LATENCY_TABLE,)).returncode == 0  # outputs of every DVC stage
     gen = run(str(BIN / "python"), "-m", "pipeline", "dvc-yaml", "--config", "config/config.yaml", "--config", "config/demo.yaml",
               "--config", "config/tiny.yaml", "--out", "dvc.yaml")
     assert gen.returncode == 0, gen.stderr
@@ -259,8 +263,40 @@ def test_snakemake_lint_and_snakefmt_are_clean():
     assert fmt.returncode == 0, fmt.stderr
 
 
-def test_html_report_holds_the_table(project):
-    result = snakemake(project, "--report", "report.html")
+def report_data(html: str) -> tuple[dict, dict]:
+    """The report's result records (path -> record) and categories (category -> subcategory -> paths)."""
+    def script(name: str):
+        return json.loads(re.search(rf'<script id="{name}">\s*var {name} = (.*?);\n', html, flags=re.S).group(1))
+
+    return script("results"), script("categories")
+
+
+def embedded(record: dict) -> str:
+    return base64.b64decode(record["data_uri"].split(",", 1)[1]).decode()
+
+
+def test_html_report_holds_every_table_picture_and_plot(project):
+    result = snakemake(project, "--report", "report.html", targets=())
     assert result.returncode == 0, result.stderr[-2000:]
-    html = (project / "report.html").read_text()
-    assert "cifar10.csv" in html and "Tables" in html
+    results, categories = report_data((project / "report.html").read_text())
+    search = "results/search/cifar10/darts_1st/seed0/plots"
+    chosen = "results/select/cifar10/darts_1st/magnitude/seed0"
+    retrain = "results/retrain/cifar10/darts_1st/magnitude/seed0/plots"
+    assert {cat: {sub: sorted(paths) for sub, paths in subs.items()} for cat, subs in categories.items()} == {
+        "Tables": {"Other": [TARGET]},
+        "cifar10, darts space": {
+            "darts_1st": [f"{search}/alpha_normal.svg", f"{search}/alpha_reduce.svg", f"{search}/curves.svg"],
+            "darts_1st + magnitude": [f"{retrain}/curves.svg", f"{chosen}/genotype.svg"],
+        },
+    }
+    assert embedded(results[TARGET]) == (project / TARGET).read_text()
+    assert results[f"{chosen}/genotype.svg"]["labels"] == {"figure": "cells", "seed": "0"}
+    assert "magnitude selected" in results[f"{chosen}/genotype.svg"]["caption"]
+    picture = embedded(results[f"{chosen}/genotype.svg"])
+    genotype = json.loads((project / chosen / "genotype.json").read_text())
+    for cell in genotype["cells"].values():
+        for edge in cell["edges"]:
+            assert f">{edge['op']}<" in picture  # every op of the selected cells is drawn
+    assert ">valid_acc<" in embedded(results[f"{search}/curves.svg"])
+    assert ">test_acc<" in embedded(results[f"{retrain}/curves.svg"])
+    assert ">c_{k-2} → 0<" in embedded(results[f"{search}/alpha_normal.svg"])

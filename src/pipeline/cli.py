@@ -18,12 +18,24 @@ from pipeline.artifacts import ArtifactError
 from pipeline.config import ConfigError, load_config, stage_params, validate_stage_params
 from pipeline.data import DataSourceError
 from pipeline.latency import LatencyError
+from pipeline.pictures import PictureError
+from pipeline.plots import PlotError
 from pipeline.registry import UnknownNameError
 from pipeline.runtime import RuntimeConfigError
 from pipeline.select.base import SelectionError
 from pipeline.training import PREEMPTED_EXIT, Preempted, stop_on_signal
 
-USER_ERRORS = (ConfigError, ArtifactError, DataSourceError, RuntimeConfigError, UnknownNameError, SelectionError, LatencyError)
+USER_ERRORS = (
+    ConfigError,
+    ArtifactError,
+    DataSourceError,
+    RuntimeConfigError,
+    UnknownNameError,
+    SelectionError,
+    PictureError,
+    PlotError,
+    LatencyError,
+)
 
 
 def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:
@@ -154,10 +166,43 @@ def cmd_dvc_yaml(args):
 
 def cmd_show_genotype(args):
     from pipeline.artifacts import read_genotype
+    from pipeline.display import genotype_ascii
     from pipeline.spaces import get_space
 
     genotype = read_genotype(args.genotype)
     print(get_space(genotype["space"]).to_text(genotype["cells"]))
+    if not args.text_only:
+        print()
+        print(genotype_ascii(genotype))
+
+
+def cmd_show_table(args):
+    from pipeline.artifacts import read_table
+    from pipeline.display import table_text
+
+    print(table_text(read_table(args.table), all_columns=args.all))
+
+
+def cmd_draw_genotype(args):
+    from pipeline.artifacts import read_genotype
+    from pipeline.pictures import render_genotype
+
+    used = render_genotype(read_genotype(args.genotype), args.out, renderer=args.renderer)
+    print(f"wrote {args.out} ({used})")
+
+
+def cmd_plot(args):
+    from pipeline.plots import plot_metrics
+
+    for path in plot_metrics(args.metrics, args.out_dir, fmt=args.format):
+        print(f"wrote {path}")
+
+
+def cmd_plot_decisions(args):
+    from pipeline.plots import plot_decisions, read_decisions, save_figure
+
+    save_figure(plot_decisions(read_decisions(args.record), title=args.title or f"selection decisions: {args.record}"), args.out)
+    print(f"wrote {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,9 +268,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_dvc_yaml)
 
-    p = sub.add_parser("show-genotype", help="print a genotype JSON in the DARTS text form")
+    p = sub.add_parser("show-genotype", help="print a genotype JSON: the space's text form and an ASCII drawing")
     p.add_argument("genotype")
+    p.add_argument("--text-only", action="store_true", help="only the text form (DARTS Genotype(...), NB201 string)")
     p.set_defaults(func=cmd_show_genotype)
+
+    p = sub.add_parser("show-table", help="print a results table CSV aligned for the terminal")
+    p.add_argument("table")
+    p.add_argument("--all", action="store_true", help="every column, not just the main ones")
+    p.set_defaults(func=cmd_show_table)
+
+    p = sub.add_parser("draw-genotype", help="draw a genotype's cells (or layer strip) as a picture")
+    p.add_argument("genotype")
+    p.add_argument("--out", required=True, help="picture file: .svg, .png or .pdf")
+    p.add_argument("--renderer", default="auto", choices=("auto", "graphviz", "matplotlib"),
+                   help="auto: graphviz's dot if installed (layer strips: matplotlib), else matplotlib")
+    p.set_defaults(func=cmd_draw_genotype)
+
+    p = sub.add_parser("plot", help="plot a metrics HDF5 file: curves, and per-edge op weights of a search")
+    p.add_argument("metrics")
+    p.add_argument("--out-dir", required=True, help="folder for <figure>.<format> files")
+    p.add_argument("--format", default="svg", choices=("svg", "png", "pdf"))
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("plot-decisions", help="plot a selection's decision record (HDF5 or JSON)")
+    p.add_argument("record")
+    p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_plot_decisions)
     return parser
 
 

@@ -211,6 +211,10 @@ PATHS = {
     "latency_filter": "results/latency/{dataset}/filter.json",
     "latency_table": "results/tables/latency/{dataset}.csv",
     "table_metrics": "results/tables/{dataset}.json",
+    # Pictures and plots, beside the artifact they show.
+    "genotype_picture": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.svg",
+    "search_plots": "results/search/{dataset}/{search}/seed{seed}/plots",
+    "retrain_plots": "results/retrain/{dataset}/{search}/{select}/seed{seed}/plots",
 }
 
 # Library sources (relative to src/pipeline) whose edits must rerun a stage.
@@ -229,6 +233,7 @@ STAGE_CODE = {
         "latency.py", *SPACE_CODE, "runtime.py", "benchmarks/pixel1_mobile_lut.yaml", "benchmarks/nb201_latency_ms.csv.gz",
     ],
     "latency_filter": ["latency.py"],
+    "plots": ["plots.py", "pictures.py", "spaces"],
 }
 
 NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import artifacts
+from pipeline import artifacts, runtime
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
@@ -70,13 +70,16 @@ def read_imagefolder(path: str | Path, split: str) -> tuple[np.ndarray, list[str
     if path.is_dir():
         entries = {PurePosixPath(p.relative_to(path).as_posix()): p for p in path.rglob("*") if p.is_file()}
         items = _collect(entries, split, str(path))
-        images = [_decode(handle.read_bytes(), str(handle)) for _, handle in items]
+        images = [_decode(handle.read_bytes(), str(handle)) for _, handle in runtime.progress(items, desc=f"decode {split}")]
     else:
         try:
             with tarfile.open(path) as archive:
                 members = {PurePosixPath(m.name.lstrip("./")): m for m in archive.getmembers() if m.isfile()}
                 items = _collect(members, split, str(path))
-                images = [_decode(archive.extractfile(member).read(), f"{path}:{member.name}") for _, member in items]
+                images = [
+                    _decode(archive.extractfile(member).read(), f"{path}:{member.name}")
+                    for _, member in runtime.progress(items, desc=f"decode {split}")
+                ]
         except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise DataSourceError(f"{path}: not a readable tar archive ({exc.__class__.__name__}: {exc})") from None
     shapes = {image.shape for image in images}

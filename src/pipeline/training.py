@@ -34,7 +34,7 @@ def evaluate(model, loader: BatchLoader, forward_kwargs: dict, device, amp: str,
     model.train(bn == "batch")
     total_loss, correct = 0.0, 0
     try:
-        for x, y in loader.epoch(seed=0):
+        for x, y in runtime.progress(loader.epoch(seed=0), desc="evaluate", total=len(loader)):
             with runtime.autocast(device, amp):
                 logits = model(x, **forward_kwargs)
             logits = logits[0] if isinstance(logits, tuple) else logits

@@ -8,6 +8,7 @@ from pipeline.config import (
     PATHS,
     STAGE_CODE,
     ConfigError,
+    search_settings,
     selections_for,
     stage_params,
     validate_config,
@@ -110,3 +111,25 @@ def slurm_resources(stage):
         }
     resources = job_resources(config, stage)
     return {key: value for key, value in resources.items() if value is not None}
+
+
+def report_category(wildcards):
+    """Report grouping: dataset and the search's space (a method may search its own space)."""
+    space = search_settings(config, wildcards.search)["space"]
+    return f"{wildcards.dataset}, {space} space"
+
+
+def report_figures(dataset):
+    """Every picture and plot folder of the configured runs (the default target's)."""
+    figures = []
+    for search in config["search"]["run"]:
+        keys = dict(
+            dataset=dataset,
+            search=search,
+            select=selections_for(config, search),
+            seed=config["seeds"],
+        )
+        figures += expand(PATHS["search_plots"], **keys)
+        figures += expand(PATHS["genotype_picture"], **keys)
+        figures += expand(PATHS["retrain_plots"], **keys)
+    return figures

@@ -1,0 +1,570 @@
+"""Plots from the pipeline's artifacts (matplotlib, no display needed).
+
+- :func:`plot_curves`: every per-epoch scalar series of a metrics file: accuracy and loss
+  (train beside valid or test), then one panel each for the rest (lr, temperature, sigma,
+  wall time, ...), so a method's own scalars appear without code here.
+- :func:`arch_trajectories` / :func:`plot_edge_trajectories`: every (epochs, edges, ops)
+  array of a search's metrics, one panel per edge, one line per op; ``alpha_<cell>`` is
+  shown as softmax(alpha), and ``weights_<cell>`` is left out where it equals that.
+- :func:`plot_decisions`: a selection's decision record (see :func:`decision_steps`).
+- :func:`plot_latency_accuracy`: accuracy against latency with the latency target.
+
+:func:`plot_metrics` writes a metrics file's figures into a folder (what the workflow runs).
+Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state) and saved
+with fixed metadata and SVG ids, so the same input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from pipeline import artifacts
+from pipeline.pictures import op_color
+
+FORMATS = ("svg", "png", "pdf")
+PAIRED_SUFFIXES = ("_acc", "_loss")
+
+
+class PlotError(ValueError):
+    """Input that cannot be plotted; the message names the file or field."""
+
+
+# ---------------------------------------------------------------- figures
+
+
+def new_figure(figsize=(6.4, 4.8)):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def figure_bytes(fig, fmt: str = "svg") -> bytes:
+    """The figure encoded as ``fmt`` with no date or random ids in it."""
+    import matplotlib
+
+    if fmt not in FORMATS:
+        raise PlotError(f"figure format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}, "png": {}}[fmt]
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "pipeline", "svg.fonttype": "none"}):
+        fig.savefig(buffer, format=fmt, metadata=metadata, dpi=120)
+    return buffer.getvalue()
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    fmt = Path(path).suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise PlotError(f"{path}: figure format must be one of {', '.join(FORMATS)} (from the file suffix)")
+    artifacts.write_bytes_atomic(path, figure_bytes(fig, fmt))
+    return Path(path)
+
+
+def _grid(fig, count: int, columns: int):
+    columns = max(1, min(columns, count))
+    rows = math.ceil(count / columns)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return axes[:count]
+
+
+# ---------------------------------------------------------------- per-epoch curves
+
+
+def _epoch_axis(epochs: Mapping[str, np.ndarray]) -> np.ndarray:
+    lengths = [len(v) for v in epochs.values()]
+    count = lengths[0] if lengths else 0
+    return np.asarray(epochs["epoch"]) + 1 if "epoch" in epochs else np.arange(1, count + 1)
+
+
+def series_panels(epochs: Mapping[str, np.ndarray]) -> list[tuple[str, list[str]]]:
+    """(panel title, series keys) for every 1-D or 2-D per-epoch array; 3-D arrays are left
+    to :func:`arch_trajectories`. Accuracies share a panel, and so do losses."""
+    panels: list[tuple[str, list[str]]] = []
+    keys = [k for k in epochs if k != "epoch" and np.asarray(epochs[k]).ndim in (1, 2)]
+    keys = [k for k in keys if np.issubdtype(np.asarray(epochs[k]).dtype, np.number)]
+    for suffix, title in zip(PAIRED_SUFFIXES, ("accuracy (%)", "loss")):
+        group = [k for k in keys if k.endswith(suffix) and np.asarray(epochs[k]).ndim == 1]
+        if group:
+            panels.append((title, sorted(group, key=lambda k: (not k.startswith("train"), k))))
+    grouped = {k for _, group in panels for k in group}
+    panels.extend((k, [k]) for k in keys if k not in grouped)
+    return panels
+
+
+def plot_curves(metrics: artifacts.Metrics, title: str | None = None):
+    """Accuracy, loss and every other per-epoch series of a search or retrain run."""
+    from matplotlib.ticker import MaxNLocator
+
+    panels = series_panels(metrics.epochs)
+    if not panels:
+        raise PlotError("metrics: no per-epoch series to plot")
+    x = _epoch_axis(metrics.epochs)
+    columns = min(3, len(panels))
+    fig = new_figure(figsize=(4.2 * columns, 3.0 * math.ceil(len(panels) / columns) + 0.3))
+    for ax, (name, keys) in zip(_grid(fig, len(panels), columns), panels):
+        for key in keys:
+            values = np.asarray(metrics.epochs[key], dtype=float)
+            if values.ndim == 2:
+                for column in range(values.shape[1]):
+                    ax.plot(x, values[:, column], marker=".", lw=1, label=f"{key}[{column}]")
+            else:
+                ax.plot(x, values, marker="o", ms=3, lw=1.5, label=key)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if len(keys) > 1 or np.asarray(metrics.epochs[keys[0]]).ndim == 2:
+            ax.legend(fontsize=7)
+    fig.suptitle(title or _run_title(metrics), fontsize=11)
+    return fig
+
+
+def _run_title(metrics: artifacts.Metrics) -> str:
+    s = metrics.summary
+    parts = [metrics.kind, s.get("dataset"), s.get("space"), s.get("search_method"), s.get("selection_method")]
+    seed = s.get("seed", metrics.provenance.get("seed"))
+    text = ", ".join(str(p) for p in parts if p)
+    return text + (f", seed {seed}" if seed is not None else "")
+
+
+# ---------------------------------------------------------------- architecture trajectories
+
+
+def softmax(values: np.ndarray, axis: int = -1, mask: np.ndarray | None = None) -> np.ndarray:
+    """Softmax along ``axis``; where ``mask`` is False the entry is not a candidate (prob. 0)."""
+    values = np.asarray(values, dtype=float)
+    if mask is not None:
+        values = np.where(mask, values, -np.inf)
+    shifted = values - np.max(values, axis=axis, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=axis, keepdims=True)
+
+
+@dataclass
+class Trajectory:
+    key: str  # the metrics series it comes from
+    values: np.ndarray  # (epochs, edges, ops)
+    label: str  # what the values are, e.g. "softmax(alpha)"
+    cell: str  # cell type, from the key's suffix
+
+
+def cell_of(key: str, cell_types: Sequence[str] = ()) -> str:
+    """The cell type a ``<quantity>_<cell>`` series belongs to (a known type if it ends the key)."""
+    return next((c for c in cell_types if key.endswith(f"_{c}")), key.partition("_")[2] or key)
+
+
+def arch_trajectories(
+    epochs: Mapping[str, np.ndarray], cell_types: Sequence[str] = (), masks: Mapping[str, np.ndarray] | None = None
+) -> list[Trajectory]:
+    """Every (epochs, edges, ops) array, ``alpha_*`` as probabilities (softmax over ops,
+    over each edge's candidates where ``masks[cell]`` (edges, ops) marks them).
+
+    ``weights_<cell>`` (the method's own op weights) is dropped where it equals
+    softmax(``alpha_<cell>``), as for DARTS; where a method weighs differently (a
+    temperature, a sampled distribution) both are kept."""
+    found = []
+    for key in sorted(epochs):
+        values = np.asarray(epochs[key])
+        if values.ndim != 3 or not np.issubdtype(values.dtype, np.number):
+            continue
+        quantity, cell = key.partition("_")[0], cell_of(key, cell_types)
+        if quantity == "alpha":
+            mask = (masks or {}).get(cell)
+            mask = mask if mask is not None and mask.shape == values.shape[1:] else None
+            found.append(Trajectory(key, softmax(values, mask=mask), "softmax(alpha)", cell))
+        else:
+            found.append(Trajectory(key, values.astype(float), quantity, cell))
+    alpha_probs = {t.cell: t.values for t in found if t.key.startswith("alpha_")}
+    return [
+        t
+        for t in found
+        if not (t.key.startswith("weights_") and t.cell in alpha_probs
+                and alpha_probs[t.cell].shape == t.values.shape and np.allclose(alpha_probs[t.cell], t.values, atol=1e-5))
+    ]
+
+
+@dataclass
+class EdgeNames:
+    titles: list[str]  # one per edge
+    ops: list[list[str]]  # per edge, one per op column ('' for a column that is not a candidate)
+    rows: list[list[int]] | None = None  # panel rows (edges into the same node), else a grid
+
+
+def edge_names(space_name: str | None, cell: str, num_edges: int, num_ops: int) -> EdgeNames:
+    """Panel titles, op names and rows per edge from the space registry; generic names if
+    the space is unknown or its shape differs from the array's."""
+    generic = EdgeNames([f"edge {e}" for e in range(num_edges)], [[f"op {k}" for k in range(num_ops)] for _ in range(num_edges)])
+    try:
+        from pipeline.spaces import get_space
+
+        space = get_space(space_name)
+        edges = list(space.edges())
+        candidates = space.candidates(cell)
+    except Exception:  # an unregistered space or cell type: generic names
+        return generic
+    if len(edges) != num_edges or len(candidates) != num_edges:
+        return generic
+    titles, ops = generic.titles, generic.ops
+    first = min(node for node, _ in edges)
+    chain = all(node == source + 1 for node, source in edges)
+
+    def name(n: int) -> str:
+        if first >= 2:  # DARTS-style cell: two cell inputs, intermediate nodes from 0
+            return f"c_{{k-{first - n}}}" if n < first else str(n - first)
+        return str(n)
+
+    titles = [f"layer {node}" if chain else f"{name(source)} → {name(node)}" for node, source in edges]
+    primitives = list(getattr(space, "primitives", []))
+    for e, names in enumerate(candidates):
+        if len(names) == num_ops:
+            ops[e] = list(names)
+        elif len(primitives) == num_ops:
+            # Masked columns (a layer without skip, say) keep the space's column order.
+            ops[e] = [p if p in names else "" for p in primitives]
+    rows = None
+    if not chain:
+        by_node: dict[int, list[int]] = {}
+        for e, (node, _) in enumerate(edges):
+            by_node.setdefault(node, []).append(e)
+        if len(by_node) <= 8 and max(len(ids) for ids in by_node.values()) <= 8:
+            rows = [by_node[node] for node in sorted(by_node)]
+    return EdgeNames(titles, ops, rows)
+
+
+def plot_edge_trajectories(values: np.ndarray, names: EdgeNames, title: str, ylabel: str):
+    """One panel per edge (a row per target node where ``names.rows`` says so), one line
+    per op over epochs; a shared legend of op names."""
+    from matplotlib.ticker import MaxNLocator
+
+    values = np.asarray(values, dtype=float)
+    titles, op_names = names.titles, names.ops
+    if values.ndim != 3 or values.shape[1] != len(titles):
+        raise PlotError(f"{title}: expected (epochs, {len(titles)} edges, ops) values, got shape {values.shape}")
+    epochs = np.arange(1, values.shape[0] + 1)
+    if names.rows:
+        columns = max(len(row) for row in names.rows)
+        fig = new_figure(figsize=(2.6 * columns, 2.0 * len(names.rows) + 0.9))
+        grid = fig.subplots(len(names.rows), columns, squeeze=False)
+        panels = {}
+        for r, row in enumerate(names.rows):
+            for c in range(columns):
+                if c < len(row):
+                    panels[row[c]] = grid[r, c]
+                else:
+                    grid[r, c].set_visible(False)
+        axes = [panels[e] for e in range(len(titles))]
+    else:
+        columns = min(len(titles), 5)
+        fig = new_figure(figsize=(2.9 * columns, 2.2 * math.ceil(len(titles) / columns) + 0.9))
+        axes = _grid(fig, len(titles), columns)
+    handles = {}
+    probabilities = ylabel.startswith("softmax") or (np.all(values >= 0) and np.allclose(values.sum(-1), 1, atol=1e-4))
+    for e, ax in enumerate(axes):
+        for k, op in enumerate(op_names[e]):
+            if not op:
+                continue
+            (line,) = ax.plot(epochs, values[:, e, k], color=op_color(op), lw=1.5, marker="." if len(epochs) < 20 else None)
+            handles.setdefault(op, line)
+        ax.set_title(titles[e], fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if probabilities:
+            ax.set_ylim(0, max(0.05, float(np.nanmax(values[:, e]))) * 1.08)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
+    fig.suptitle(f"{title} (x: epoch, y: {ylabel})", fontsize=11)
+    return fig
+
+
+# ---------------------------------------------------------------- a metrics file's figures
+
+
+def metrics_figures(metrics: artifacts.Metrics) -> dict[str, Any]:
+    """Name -> figure for a metrics file: ``curves``, then one per architecture array."""
+    figures = {"curves": plot_curves(metrics)}
+    space_name = metrics.summary.get("space")
+    cell_types: Sequence[str] = ()
+    try:
+        from pipeline.spaces import get_space
+
+        cell_types = tuple(get_space(space_name).cell_types)
+    except Exception:
+        pass
+    names_of, masks = {}, {}
+    for key, values in metrics.epochs.items():
+        if np.ndim(values) == 3:
+            cell = cell_of(key, cell_types)
+            names_of[cell] = names = edge_names(space_name, cell, *np.shape(values)[1:])
+            masks[cell] = np.array([[bool(op) for op in ops] for ops in names.ops])
+    for trajectory in arch_trajectories(metrics.epochs, cell_types, masks):
+        names = names_of[trajectory.cell]
+        title = f"{_run_title(metrics)}: {trajectory.cell}, {trajectory.label}"
+        figures[trajectory.key] = plot_edge_trajectories(trajectory.values, names, title, trajectory.label)
+    return figures
+
+
+def plot_metrics(path: str | Path, out_dir: str | Path, fmt: str = "svg") -> list[Path]:
+    """Write every figure of a metrics HDF5 file into ``out_dir`` as ``<name>.<fmt>``."""
+    metrics = artifacts.read_metrics(path)
+    if fmt not in FORMATS:
+        raise PlotError(f"figure format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [save_figure(fig, out_dir / f"{name}.{fmt}") for name, fig in metrics_figures(metrics).items()]
+
+
+# ---------------------------------------------------------------- decision records
+
+
+@dataclass
+class DecisionStep:
+    """One selection decision: the candidates on ``edge`` and their scores (the supernet's
+    accuracy, or loss, with that candidate removed), the one kept, and the supernet's
+    accuracy after the fine-tuning that followed."""
+
+    edge: str
+    candidates: list[str]
+    scores: list[float]
+    choice: str
+    accuracy_after: float | None = None
+    kind: str = "operation"  # or "topology"
+    criterion: str = "acc"  # or "loss"
+
+
+ALIASES = {
+    "edge": ("edge", "name", "target"),
+    "candidates": ("candidates", "ops", "names", "options"),
+    "scores": ("scores", "accuracies", "accuracy", "losses", "loss", "values"),
+    "choice": ("choice", "chosen", "selected", "decision", "keep"),
+    "accuracy_after": ("accuracy_after", "acc_after", "finetune_acc", "supernet_acc", "valid_acc", "accuracy"),
+    "kind": ("kind", "type", "phase"),
+    "criterion": ("criterion",),
+}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return _text(value.item())
+    return str(value)
+
+
+def _lookup(record: Mapping, field: str, used: set[str]) -> Any:
+    for key in ALIASES[field]:
+        if key in record and key not in used:
+            used.add(key)
+            return record[key]
+    return None
+
+
+def decision_steps(records: Sequence[Mapping], criterion: str = "acc") -> list[DecisionStep]:
+    """Normalise decision records from a selection method into :class:`DecisionStep`.
+
+    Each record is a mapping with (first matching key used):
+    ``edge`` (or ``name``; or ``cell``/``node``/``input``), ``candidates`` (or ``ops``),
+    ``scores`` (or ``accuracies``/``losses``/``values``), ``choice`` (a candidate's name or
+    index; or ``chosen``/``selected``), optionally ``accuracy_after`` (or ``acc_after``,
+    ``supernet_acc``, ``valid_acc``), ``kind`` ('operation'/'topology') and ``criterion``.
+    Padding (empty names, NaN scores) from fixed-width arrays is dropped."""
+    steps = []
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise PlotError(f"decision step {index}: expected a mapping, got {type(record).__name__}")
+        used: set[str] = set()
+        edge = _lookup(record, "edge", used)
+        if edge is None and "node" in record:
+            cell = f"{_text(record['cell'])} " if "cell" in record else ""
+            edge = f"{cell}{_text(record.get('input', '?'))}→{_text(record['node'])}"
+        candidates = _lookup(record, "candidates", used)
+        scores = _lookup(record, "scores", used)
+        choice = _lookup(record, "choice", used)
+        if candidates is None or scores is None or choice is None:
+            raise PlotError(f"decision step {index}: needs candidates, scores and choice (has {sorted(record)})")
+        names = [_text(c) for c in np.atleast_1d(np.asarray(candidates, dtype=object))]
+        values = [float(v) for v in np.atleast_1d(np.asarray(scores, dtype=float))]
+        pairs = [(n, v) for n, v in zip(names, values) if n != "" and not math.isnan(v)]
+        if len(names) != len(values) or not pairs:
+            raise PlotError(f"decision step {index}: {len(names)} candidates but {len(values)} scores")
+        if isinstance(choice, (int, np.integer)) and not isinstance(choice, bool):
+            if not 0 <= int(choice) < len(names):
+                raise PlotError(f"decision step {index}: choice index {int(choice)} out of range")
+            choice = names[int(choice)]
+        choice = _text(choice)
+        if choice not in names:
+            raise PlotError(f"decision step {index}: choice {choice!r} is not one of the candidates {names}")
+        after = _lookup(record, "accuracy_after", used)
+        after = None if after is None or (isinstance(after, float) and math.isnan(after)) else float(after)
+        steps.append(DecisionStep(
+            edge=_text(edge) if edge is not None else f"step {index}",
+            candidates=[n for n, _ in pairs],
+            scores=[v for _, v in pairs],
+            choice=choice,
+            accuracy_after=after,
+            kind=_text(_lookup(record, "kind", used) or "operation"),
+            criterion=_text(record.get("criterion", criterion)),
+        ))
+    return steps
+
+
+def read_decisions(path: str | Path) -> list[DecisionStep]:
+    """Decision steps from a record file; tolerated layouts (HDF5 or JSON):
+
+    - JSON: a list of step records, or ``{"steps": [...]}`` (optionally ``"criterion"``).
+    - HDF5, one group per step: a group ``steps`` (or ``decisions``, or the root) whose
+      subgroups are named by step number, each holding the step's fields as datasets or
+      attributes.
+    - HDF5, columns: in ``steps``/``decisions``/root, datasets ``candidates`` (steps, K),
+      ``scores`` (steps, K) and ``choice`` (steps,), plus ``edge``, ``accuracy_after``,
+      ``kind`` (steps,); pad rows with '' and NaN.
+    - HDF5, JSON text: an attribute ``steps`` holding the JSON list.
+    The root attribute ``criterion`` ('acc' or 'loss') applies to every step.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PlotError(f"{path}: decision record not found")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            records = data.get("steps") if isinstance(data, dict) else data
+            criterion = data.get("criterion", "acc") if isinstance(data, dict) else "acc"
+            if not isinstance(records, list):
+                raise PlotError(f"{path}: expected a list of steps or {{'steps': [...]}}")
+            return decision_steps(records, criterion)
+        return _read_decisions_h5(path)
+    except PlotError as exc:
+        message = str(exc)
+        raise PlotError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except (OSError, json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise PlotError(f"{path}: not a readable decision record ({exc})") from None
+
+
+def _read_decisions_h5(path: Path) -> list[DecisionStep]:
+    import h5py
+
+    def value(item):
+        data = item[()]
+        return data.decode() if isinstance(data, bytes) else data
+
+    with h5py.File(path, "r") as handle:
+        criterion = _text(handle.attrs.get("criterion", "acc"))
+        for holder in (handle.get("steps"), handle.get("decisions"), handle):
+            if holder is None:
+                continue
+            if "steps" in holder.attrs:
+                return decision_steps(json.loads(_text(holder.attrs["steps"])), criterion)
+            numbered = sorted((k for k in holder if k.isdigit() and isinstance(holder[k], h5py.Group)), key=int)
+            if numbered:
+                records = []
+                for key in numbered:
+                    group = holder[key]
+                    record = {k: _attr(v) for k, v in group.attrs.items()}
+                    record.update({k: value(group[k]) for k in group if isinstance(group[k], h5py.Dataset)})
+                    records.append(record)
+                return decision_steps(records, criterion)
+            columns = {k: holder[k][()] for k in holder if isinstance(holder[k], h5py.Dataset)}
+            if "candidates" in columns or "ops" in columns:
+                count = len(next(iter(columns.values())))
+                records = [{k: v[i] for k, v in columns.items() if len(v) == count} for i in range(count)]
+                return decision_steps(records, criterion)
+    raise PlotError(f"{path}: no decision steps found (see pipeline.plots.read_decisions for the layouts)")
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def plot_decisions(steps: Sequence[DecisionStep], title: str = "selection decisions"):
+    """Per step the candidates' scores (the kept one marked and named), and the supernet's
+    accuracy after the fine-tuning that followed, if recorded."""
+    if not steps:
+        raise PlotError("decision record: no steps to plot")
+    x = np.arange(1, len(steps) + 1)
+    has_after = any(step.accuracy_after is not None for step in steps)
+    fig = new_figure(figsize=(max(6.0, 0.38 * len(steps) + 2.5), 6.5 if has_after else 4.8))
+    axes = fig.subplots(2 if has_after else 1, 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": [3, 1.4] if has_after else [1]})[:, 0]
+    ax = axes[0]
+    for i, step in zip(x, steps):
+        others = [v for n, v in zip(step.candidates, step.scores) if n != step.choice]
+        ax.scatter([i] * len(others), others, s=14, color="#999999", zorder=2)
+        kept = step.scores[step.candidates.index(step.choice)]
+        ax.scatter([i], [kept], s=50, marker="*", color=op_color(step.choice), edgecolor="black", lw=0.5, zorder=3)
+        ax.annotate(step.choice, (i, kept), xytext=(0, 6), textcoords="offset points", rotation=90, fontsize=7, ha="center", va="bottom")
+    for i in range(len(steps)):
+        if i == 0 or steps[i].kind != steps[i - 1].kind:
+            if i:
+                for a in axes:
+                    a.axvline(i + 0.5, color="#444444", ls="--", lw=0.8)
+            ax.text(i + 0.6, 0.98, steps[i].kind, transform=ax.get_xaxis_transform(), fontsize=8, va="top")
+    criteria = {step.criterion for step in steps}
+    measure = "loss" if criteria == {"loss"} else "accuracy (%)"
+    ax.set_ylabel(f"supernet {measure}\nwith the candidate removed", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.margins(y=0.25)
+    if has_after:
+        after = [np.nan if s.accuracy_after is None else s.accuracy_after for s in steps]
+        axes[1].plot(x, after, marker="o", ms=3, color="#1f77b4")
+        axes[1].set_ylabel("accuracy after\nfine-tuning (%)", fontsize=9)
+        axes[1].grid(alpha=0.3)
+    axes[-1].set_xticks(x, [step.edge for step in steps], rotation=90, fontsize=7)
+    axes[-1].set_xlabel("decision (edge)")
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+# ---------------------------------------------------------------- latency
+
+
+def pareto_front(latency: Sequence[float], accuracy: Sequence[float]) -> list[int]:
+    """Indices of the points no other point beats on both latency (lower) and accuracy."""
+    order = sorted(range(len(latency)), key=lambda i: (latency[i], -accuracy[i]))
+    front, best = [], -math.inf
+    for i in order:
+        if accuracy[i] > best:
+            front.append(i)
+            best = accuracy[i]
+    return front
+
+
+def plot_latency_accuracy(latency: Sequence[float], accuracy: Sequence[float], labels: Sequence[str] | None = None,
+                          target: float | None = None, unit: str = "ms", title: str = "accuracy vs latency"):
+    """Accuracy against measured latency, the Pareto front, and the latency target."""
+    latency = [float(v) for v in latency]
+    accuracy = [float(v) for v in accuracy]
+    if len(latency) != len(accuracy) or not latency:
+        raise PlotError(f"latency plot: {len(latency)} latencies but {len(accuracy)} accuracies")
+    if labels is not None and len(labels) != len(latency):
+        raise PlotError(f"latency plot: {len(labels)} labels for {len(latency)} points")
+    fig = new_figure(figsize=(6.4, 4.6))
+    ax = fig.subplots()
+    within = [target is None or v <= target for v in latency]
+    ax.scatter([v for v, w in zip(latency, within) if w], [a for a, w in zip(accuracy, within) if w], color="#1f77b4", zorder=3, label="within target" if target is not None else None)
+    if target is not None and not all(within):
+        ax.scatter([v for v, w in zip(latency, within) if not w], [a for a, w in zip(accuracy, within) if not w], color="#d62728", marker="x", zorder=3, label="over target")
+    front = pareto_front(latency, accuracy)
+    ax.plot([latency[i] for i in front], [accuracy[i] for i in front], color="#1f77b4", lw=1, alpha=0.6, drawstyle="steps-post", label="Pareto front")
+    if labels is not None:
+        for v, a, label in zip(latency, accuracy, labels):
+            ax.annotate(str(label), (v, a), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    if target is not None:
+        ax.axvline(target, color="#d62728", ls="--", lw=1.2, label=f"target {target:g} {unit}")
+    ax.set_xlabel(f"latency ({unit})")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=11)
+    return fig
