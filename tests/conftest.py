@@ -56,9 +56,18 @@ RUNTIME = {"device": "cpu", "amp": "none", "channels_last": False}
 
 
 def search_params(seed=0, **changes) -> dict:
+    """DARTS 1st order unless ``options`` names another algorithm (then with its defaults)."""
+    from pipeline import search
+    from pipeline.config import method_options
+
     settings = {**SEARCH_SETTINGS, **changes.pop("settings", {})}
-    options = {**DARTS_OPTIONS, **changes.pop("options", {})}
-    params = {"dataset": "cifar10", "seed": seed, "method": "darts_1st", "options": options, "settings": settings, "runtime": dict(RUNTIME)}
+    given = changes.pop("options", {})
+    algorithm = given.get("algorithm", "darts")
+    if algorithm == "darts":
+        options, method = {**DARTS_OPTIONS, **given}, "darts_1st"
+    else:
+        options, method = method_options(search.METHODS, given, "options"), algorithm
+    params = {"dataset": "cifar10", "seed": seed, "method": method, "options": options, "settings": settings, "runtime": dict(RUNTIME)}
     params.update(changes)
     return copy.deepcopy(params)
 

@@ -150,7 +150,27 @@ def validate_config(config: dict) -> None:
         own = config["search"]["methods"][name].get("settings", {})
         key_of = lambda setting, name=name, own=own: f"search.methods.{name}.settings.{setting}" if setting in own else f"search.settings.{setting}"
         search.METHODS.get(config["search"]["methods"][name]["algorithm"]).check_settings(search_settings(config, name), key_of)
+    _check_selections(config)
     _check_latency(config)
+
+
+def _accepts(config: dict, select_name: str, search_name: str) -> bool:
+    """Whether a selection can read the supernets of a search (``SelectionMethod.SEARCH_ALGORITHMS``)."""
+    from pipeline import select
+
+    algorithm = config["search"]["methods"][search_name]["algorithm"]
+    return select.METHODS.get(config["select"]["methods"][select_name]["algorithm"]).accepts(algorithm)
+
+
+def _check_selections(config: dict) -> None:
+    """An explicit ``run_for`` pair must fit; every search that runs needs a selection."""
+    for search_name, names in config["select"].get("run_for", {}).items():
+        for index, name in enumerate(names):
+            if not _accepts(config, name, search_name):
+                raise ConfigError(f"config key 'select.run_for.{search_name}[{index}]': selection {name!r} cannot read the supernets of {search_name!r}")
+    for name in config["search"]["run"]:
+        if not selections_for(config, name):
+            raise ConfigError(f"config key 'select.run': no selection in it can read the supernets of search {name!r}")
 
 
 def _check_latency(config: dict) -> None:
@@ -169,8 +189,10 @@ def _check_latency(config: dict) -> None:
 
 
 def selections_for(config: dict, search_method: str) -> list[str]:
-    """The selection methods run on a search method's supernets: ``select.run_for`` or ``select.run``."""
-    return list(config["select"].get("run_for", {}).get(search_method, config["select"]["run"]))
+    """The selection methods run on a search method's supernets: ``select.run_for`` or
+    ``select.run``, less those that cannot read its supernets (e.g. ``unas`` on DARTS')."""
+    names = config["select"].get("run_for", {}).get(search_method, config["select"]["run"])
+    return [name for name in names if _accepts(config, name, search_method)]
 
 
 def search_settings(config: dict, method: str) -> dict:

@@ -54,6 +54,12 @@ class SearchMethod(ABC):
         """Raise ConfigError naming ``key_of(setting)`` if the method cannot search with these
         settings (e.g. a space it does not support); checked when the config is."""
 
+    def make_weight_optimizer(self, parameters) -> tuple[torch.optim.Optimizer, float]:
+        """The network-weight optimiser and the LR its cosine schedule ends at (DARTS: SGD)."""
+        s = self.settings
+        optimizer = torch.optim.SGD(parameters, lr=s["w_lr"], momentum=s["w_momentum"], weight_decay=s["w_weight_decay"])
+        return optimizer, s["w_lr_min"]
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         pass
 

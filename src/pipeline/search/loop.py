@@ -61,10 +61,8 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     model = space.build_supernet(settings["init_channels"], settings["layers"], data.num_classes)
     model = model.to(device, memory_format=runtime.memory_format(rt["channels_last"]))
     method = method_cls(space, model, options, settings, device, rt["amp"])
-    w_optimizer = torch.optim.SGD(
-        model.parameters(), lr=settings["w_lr"], momentum=settings["w_momentum"], weight_decay=settings["w_weight_decay"]
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, settings["epochs"], eta_min=settings["w_lr_min"])
+    w_optimizer, w_lr_min = method.make_weight_optimizer(model.parameters())
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, settings["epochs"], eta_min=w_lr_min)
 
     history: dict[str, list] = {}
     start_epoch = 0

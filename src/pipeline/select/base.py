@@ -29,6 +29,13 @@ class SelectionMethod(ABC):
     # True when selecting trains or evaluates the supernet on data (e.g. perturbation-based
     # selection): on a cluster its jobs then go to the GPU partition (pipeline.cluster).
     runs_network = False
+    # Search algorithms whose supernets this method can read; None: any. The workflow
+    # pairs a search and a selection only when the selection accepts the search.
+    SEARCH_ALGORITHMS: tuple[str, ...] | None = None
+
+    @classmethod
+    def accepts(cls, search_algorithm: str) -> bool:
+        return cls.SEARCH_ALGORITHMS is None or search_algorithm in cls.SEARCH_ALGORITHMS
 
     def __init__(self, options: dict[str, Any]):
         self.options = options

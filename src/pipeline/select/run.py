@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline import artifacts, runtime
 from pipeline.select import METHODS
-from pipeline.select.base import SelectionContext
+from pipeline.select.base import SelectionContext, SelectionError
 from pipeline.spaces import get_space
 
 
@@ -19,7 +19,14 @@ def run_select(params: dict[str, Any], supernet_path: str | Path, data_path: str
     checkpoint = artifacts.load_checkpoint(supernet_path, "supernet", map_location=device)
     search_params = checkpoint["provenance"]["params"]
     space = get_space(search_params["settings"]["space"])
-    method = METHODS.get(params["options"]["algorithm"])(params["options"])
+    method_cls = METHODS.get(params["options"]["algorithm"])
+    search_algorithm = search_params["options"]["algorithm"]
+    if not method_cls.accepts(search_algorithm):
+        raise SelectionError(
+            f"selection {params['options']['algorithm']!r} cannot read a {search_algorithm!r} supernet"
+            f" ({supernet_path}); it reads {', '.join(method_cls.SEARCH_ALGORITHMS)} supernets"
+        )
+    method = method_cls(params["options"])
     ctx = SelectionContext(space, checkpoint, checkpoint["arch_weights"], Path(data_path), device, params["seed"])
     cells = method.select(ctx)
     search_prov = checkpoint["provenance"]

@@ -2,7 +2,9 @@
 every later one (14 edges per cell type), output = concat of the intermediates.
 
 A genotype's cells are JSON: ``{"normal": {"edges": [{"node": 2, "input": 0, "op": ...}],
-"concat": [2, 3, 4, 5]}, "reduce": {...}}``; nodes 0 and 1 are the cell inputs.
+"concat": [2, 3, 4, 5]}, "reduce": {...}}``; nodes 0 and 1 are the cell inputs. A node
+sums any number of incoming edges (DARTS keeps two, SNAS every edge whose op is not
+``none``); one (node, input) pair may carry two different ops (UNAS' two branches).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class CellSpace:
             if not isinstance(cell, dict) or not isinstance(cell.get("edges"), list):
                 raise ValueError(f"field 'cells.{kind}.edges' must be a list")
             allowed = {(node, source): set(ops) for (node, source), ops in zip(self.edges(), self.candidates(kind))}
-            seen = set()
+            seen, keys = set(), set()
             for index, edge in enumerate(cell["edges"]):
                 where = f"cells.{kind}.edges[{index}]"
                 if not isinstance(edge, dict) or set(edge) != {"node", "input", "op"}:
@@ -137,11 +139,12 @@ class CellSpace:
                     raise ValueError(f"field '{where}': no edge from node {key[1]} to node {key[0]} in this cell")
                 if not isinstance(edge["op"], str) or edge["op"] not in allowed[key] or edge["op"] == "none":
                     raise ValueError(f"field '{where}': op {edge['op']!r} is not a candidate of space {self.name!r}")
-                if key in seen:
-                    raise ValueError(f"field '{where}': edge from node {key[1]} to node {key[0]} appears twice")
-                seen.add(key)
+                if (*key, edge["op"]) in seen:
+                    raise ValueError(f"field '{where}': edge from node {key[1]} to node {key[0]} with op {edge['op']!r} appears twice")
+                seen.add((*key, edge["op"]))
+                keys.add(key)
             nodes = {edge["node"] for edge in cell["edges"]}
-            for node, source in seen:
+            for node, source in keys:
                 if source >= 2 and source not in nodes:
                     raise ValueError(f"field 'cells.{kind}.edges': node {node} reads node {source}, which has no inputs")
             concat = cell.get("concat")
@@ -160,27 +163,50 @@ class CellSpace:
         self.validate_genotype(cells)
         return cells
 
+    def _regular(self, edges: list[dict]) -> bool:
+        """``inputs_per_node`` edges per node, in node order: what DARTS' pair lists encode."""
+        expected = [2 + index // self.inputs_per_node for index in range(self.steps * self.inputs_per_node)]
+        return [e["node"] for e in edges] == expected
+
     def to_text(self, cells: dict) -> str:
-        """The DARTS ``Genotype(...)`` form (for cells with a fixed number of inputs per node)."""
+        """The DARTS ``Genotype(...)`` form: (op, input) pairs when every node has
+        ``inputs_per_node`` edges listed in node order, else (op, input, node) triples."""
+        regular = all(self._regular(cells[kind]["edges"]) for kind in self.cell_types)
         parts = []
         for kind in self.cell_types:
-            pairs = ", ".join(f"({e['op']!r}, {e['input']})" for e in cells[kind]["edges"])
-            parts.append(f"{kind}=[{pairs}], {kind}_concat={cells[kind]['concat']}")
+            if regular:
+                items = ", ".join(f"({e['op']!r}, {e['input']})" for e in cells[kind]["edges"])
+            else:
+                items = ", ".join(f"({e['op']!r}, {e['input']}, {e['node']})" for e in cells[kind]["edges"])
+            parts.append(f"{kind}=[{items}], {kind}_concat={cells[kind]['concat']}")
         return f"Genotype({', '.join(parts)})"
 
     def from_text(self, text: str) -> dict:
-        """Parse a pasted ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], ...)``."""
-        expected = "Genotype(normal=[('op', input), ...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[...])"
+        """Parse a pasted ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], ...)``
+        or the (op, input, node) triple form that ``to_text`` writes for irregular cells."""
+        expected = "Genotype(normal=[('op', input) or ('op', input, node), ...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[...])"
         try:
             call = ast.parse(text.strip(), mode="eval").body
             if not isinstance(call, ast.Call):
                 raise ValueError
             fields = {kw.arg: _literal(kw.value) for kw in call.keywords}
-            pairs = {kind: [(str(op), int(src)) for op, src in fields[kind]] for kind in self.cell_types}
-            concat = {kind: list(fields[f"{kind}_concat"]) for kind in self.cell_types}
+            items = {kind: [tuple(item) for item in fields[kind]] for kind in self.cell_types}
+            concat = {kind: [int(i) for i in fields[f"{kind}_concat"]] for kind in self.cell_types}
+            lengths = {len(item) for kind in self.cell_types for item in items[kind]}
+            if lengths <= {2}:
+                pairs = {kind: [(str(op), int(src)) for op, src in items[kind]] for kind in self.cell_types}
+            elif lengths == {3}:
+                pairs = None
+                edges = {kind: [{"node": int(n), "input": int(src), "op": str(op)} for op, src, n in items[kind]] for kind in self.cell_types}
+            else:
+                raise ValueError
         except (SyntaxError, ValueError, KeyError, TypeError):
             raise ValueError(f"not a DARTS genotype string; expected {expected}") from None
-        return self.cells_from_pairs(pairs, concat)
+        if pairs is not None:
+            return self.cells_from_pairs(pairs, concat)
+        cells = {kind: {"edges": edges[kind], "concat": concat[kind]} for kind in self.cell_types}
+        self.validate_genotype(cells)
+        return cells
 
 
 def _literal(node: ast.expr) -> Any:
