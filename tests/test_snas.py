@@ -203,3 +203,40 @@ def test_snas_search_runs_and_trains_alpha(tiny_data, tmp_path):
     cells = parse_argmax(SPACE, checkpoint["arch_weights"])
     SPACE.validate_genotype(cells)
     assert set(OP_FACTORIES) >= {e["op"] for e in cells["normal"]["edges"]}
+
+
+def test_snas_on_nas_bench_201_cells():
+    from pipeline.select.base import SelectionContext
+    from pipeline.select.snas import SnasArgmax
+
+    space = get_space("nb201")
+    torch.manual_seed(0)
+    model = space.build_supernet(4, 5, 10)
+    options = search_params(options={"algorithm": "snas"})["options"]
+    settings = search_params(settings={"space": "nb201"})["settings"]
+    method = METHODS.get("snas")(space, model, options, settings, torch.device("cpu"), "none")
+    w_opt, _ = method.make_weight_optimizer(model.parameters())
+    before = method.alpha["cell"].detach().clone()
+    method.train_step((torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))), None, w_opt, 0.025)
+    assert not torch.equal(before, method.alpha["cell"])
+    costs = method.costs["cell"]  # one cell per stage: 3 cells at 8x8, 4x4, 2x2 with C = 4, 8, 16
+    conv3 = space.primitives.index("nor_conv_3x3")
+    assert costs.shape == (3, 6, 5, 3) and costs[:, 0, conv3, 0].tolist() == [144, 576, 2304]
+    weights = torch.full((6, 5), 0.1)
+    weights[:, space.primitives.index("nor_conv_3x3")] = 0.5
+    weights[2, space.primitives.index("none")] = 0.9
+    ctx = SelectionContext(space, {}, {"cell": weights}, None, torch.device("cpu"), 0)
+    edges = SnasArgmax({}).select(ctx)["cell"]["edges"]
+    assert [e["op"] for e in edges] == ["nor_conv_3x3", "nor_conv_3x3", "none", "nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3"]
+
+
+def test_snas_and_unas_reject_spaces_they_cannot_search(tmp_path):
+    from conftest import REPO
+    from pipeline.config import ConfigError, load_config
+
+    base = [REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml"]
+    overlay = tmp_path / "o.yaml"
+    for method, space in (("snas", "proxyless"), ("unas", "nb201"), ("unas", "s1")):
+        overlay.write_text(f"search: {{run: [{method}], methods: {{{method}: {{settings: {{space: {space}}}}}}}}}\n")
+        with pytest.raises(ConfigError, match=f"config key 'search.methods.{method}.settings.space': search method {method} needs"):
+            load_config([*base, overlay])

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import REPO, search_params
 from pipeline import artifacts
-from pipeline.config import ConfigError, load_config, run_pairs
+from pipeline.config import ConfigError, load_config, selections_for
 from pipeline.search import METHODS
 from pipeline.search.loop import run_search
 from pipeline.search.sampling import rebar_categorical, rebar_surrogate, reinforce_surrogate
@@ -208,16 +208,17 @@ def test_unas_selection_refuses_other_supernets(tmp_path):
     assert not (tmp_path / "g.json").exists()
 
 
-def test_run_pairs_skip_selections_that_cannot_read_the_search(tmp_path):
+def test_selections_skip_supernets_they_cannot_read(tmp_path):
     overlay = tmp_path / "runs.yaml"
-    overlay.write_text("search: {run: [darts_1st, snas, unas]}\nselect: {run: [magnitude, snas, unas]}\n")
     base = [REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml"]
+    overlay.write_text("search: {run: [darts_1st, snas, unas]}\nselect: {run: [magnitude, snas, unas]}\n")
     config = load_config([*base, overlay])
-    assert run_pairs(config) == [
-        ("darts_1st", "magnitude"), ("darts_1st", "snas"),
-        ("snas", "magnitude"), ("snas", "snas"),
-        ("unas", "magnitude"), ("unas", "snas"), ("unas", "unas"),
-    ]
+    assert selections_for(config, "darts_1st") == ["magnitude", "snas"]
+    assert selections_for(config, "snas") == ["magnitude", "snas"]
+    assert selections_for(config, "unas") == ["magnitude", "snas", "unas"]
     overlay.write_text("select: {run: [unas]}\n")
-    with pytest.raises(ConfigError, match="config key 'select.run': no selection in it accepts a search"):
+    with pytest.raises(ConfigError, match="config key 'select.run': no selection in it can read the supernets of search 'darts_1st'"):
+        load_config([*base, overlay])
+    overlay.write_text("select: {run_for: {darts_2nd: [magnitude, unas]}}\n")
+    with pytest.raises(ConfigError, match=r"config key 'select.run_for.darts_2nd\[1\]': selection 'unas' cannot read"):
         load_config([*base, overlay])

@@ -75,7 +75,7 @@ class SearchMethod(ABC):
             return F.cross_entropy(logits.float(), y), logits
 
     def weight_step(self, x, y, weights, w_optimizer) -> tuple[torch.Tensor, torch.Tensor]:
-        """SGD step on the network weights with the architecture weights held fixed."""
+        """One optimiser step on the network weights with the architecture weights held fixed."""
         w_optimizer.zero_grad(set_to_none=True)
         loss, logits = self.loss(x, y, {kind: w.detach() for kind, w in weights.items()})
         self.scaler.scale(loss).backward()

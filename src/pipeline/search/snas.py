@@ -29,8 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
+from pipeline.spaces import get_space
+from pipeline.spaces.cell import CellSpace
+from pipeline.spaces.nb201 import NB201Space
 from pipeline.search.sampling import concrete_log_density, gumbel_softmax, linear_temperature
 
 CRITERIA = ("params", "flops", "mac")
@@ -59,8 +63,16 @@ def _layer_costs(module: nn.Module, inputs, output) -> tuple[float, float, float
     return None
 
 
+def search_cells(model: nn.Module, cell_types) -> list[tuple[str, nn.Module]]:
+    """(cell type, cell) of the supernet's cells with mixed-op edges, in network order."""
+    cells = [cell for cell in model.cells if isinstance(getattr(cell, "edges", None), nn.ModuleList)]
+    if len(cell_types) == 1:
+        return [(cell_types[0], cell) for cell in cells]
+    return [("reduce" if cell.reduction else "normal", cell) for cell in cells]
+
+
 @torch.no_grad()
-def op_costs(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+def op_costs(model: nn.Module, image_shape: tuple[int, int, int], cell_types=("normal", "reduce")) -> dict[str, torch.Tensor]:
     """Per cell type, (cells of that type, edges, ops, 3): params, FLOPs and MAC of every
     candidate op of every cell, from one forward of a single image with all ops on.
 
@@ -68,10 +80,11 @@ def op_costs(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, t
     no random stream: a resumed search stays identical.
     """
     first = next(model.parameters())
-    kinds = ["reduce" if cell.reduction else "normal" for cell in model.cells]
+    cells = search_cells(model, cell_types)
+    kinds = [kind for kind, _ in cells]
     records: dict[tuple[int, int, int], list[float]] = {}
     handles = []
-    for c, cell in enumerate(model.cells):
+    for c, (_, cell) in enumerate(cells):
         for e, mixed in enumerate(cell.edges):
             for k, op in enumerate(mixed.ops):
                 key = (c, e, k)
@@ -85,8 +98,8 @@ def op_costs(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, t
                 for layer in op.modules():
                     if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Identity)):
                         handles.append(layer.register_forward_hook(hook))
-    edges = {kind: len(cell.edges) for kind, cell in zip(kinds, model.cells)}
-    ops = len(model.cells[0].edges[0].ops)
+    edges = {kind: len(cell.edges) for kind, cell in cells}
+    ops = len(cells[0][1].edges[0].ops)
     weights = {kind: torch.ones(edges[kind], ops, device=first.device, dtype=first.dtype) for kind in edges}
     was_training = model.training
     model.eval()
@@ -174,6 +187,13 @@ class Snas(SearchMethod):
         "estimator": {"enum": list(ESTIMATORS), "default": "reparameterized", "description": "gradient of the cost term"},
     }
 
+    @classmethod
+    def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
+        if not isinstance(get_space(settings["space"]), (CellSpace, NB201Space)):
+            raise ConfigError(
+                f"config key '{key_of('space')}': search method snas needs a cell space (DARTS family or nb201); got {settings['space']!r}"
+            )
+
     def __init__(self, space, model, options, settings, device, amp):
         super().__init__(space, model, options, settings, device, amp)
         edges, ops = space.arch_shape()
@@ -221,7 +241,7 @@ class Snas(SearchMethod):
     def train_step(self, batch_w, batch_a, w_optimizer, lr):
         x, y = batch_w
         if self.costs is None:
-            measured = op_costs(self.model, tuple(x.shape[1:]))
+            measured = op_costs(self.model, tuple(x.shape[1:]), self.space.cell_types)
             self.costs = {kind: c.to(device=x.device, dtype=torch.float32) for kind, c in measured.items()}
         samples, log_samples = {}, {}
         for kind, alpha in self.alpha.items():

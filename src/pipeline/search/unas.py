@@ -35,9 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import runtime
+from pipeline.config import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 from pipeline.search.sampling import rebar_categorical, rebar_surrogate, reinforce_surrogate
+from pipeline.spaces import get_space
+from pipeline.spaces.cell import CellSpace
 
 BETAS = {
     "type": "array",
@@ -98,6 +101,15 @@ class Unas(SearchMethod):
         "per_sample": {"type": "boolean", "default": True, "description": "one architecture per (train, valid) pair"},
         "warmup_epochs": {"type": "integer", "minimum": 0, "default": 15, "description": "epochs with alpha frozen"},
     }
+
+    @classmethod
+    def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
+        space = get_space(settings["space"])
+        if not isinstance(space, CellSpace) or space.edge_candidates is not None:
+            raise ConfigError(
+                f"config key '{key_of('space')}': search method unas needs a DARTS-family cell space with the same ops on"
+                f" every edge (e.g. unas, darts); got {settings['space']!r}"
+            )
 
     def __init__(self, space, model, options, settings, device, amp):
         super().__init__(space, model, options, settings, device, amp)

@@ -1,7 +1,8 @@
 """SNAS child network (Xie et al., 2019): per edge the argmax op of the architecture
 weights, ``none`` included; edges whose argmax is ``none`` are dropped, with no top-2 rule,
 so a node keeps as many inputs as survive. A node left without inputs is dropped too,
-with every edge that reads it, and leaves the cell's concat."""
+with every edge that reads it, and leaves the cell's concat. In NB201 and ProxylessNAS
+spaces this is the space's argmax parse with nothing excluded."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from pipeline.ops import ZERO_OPS
 from pipeline.select import METHODS
 from pipeline.select.base import SelectionContext, SelectionError, SelectionMethod
+from pipeline.spaces.cell import CellSpace
 
 
 def parse_argmax(space, weights: dict[str, torch.Tensor]) -> dict:
@@ -36,4 +38,10 @@ def parse_argmax(space, weights: dict[str, torch.Tensor]) -> dict:
 @METHODS.register("snas")
 class SnasArgmax(SelectionMethod):
     def select(self, ctx: SelectionContext) -> dict:
-        return parse_argmax(ctx.space, ctx.arch_weights)
+        if isinstance(ctx.space, CellSpace):
+            return parse_argmax(ctx.space, ctx.arch_weights)
+        # NB201 and ProxylessNAS genotypes keep every edge: their argmax parse, none allowed.
+        try:
+            return ctx.space.parse(ctx.arch_weights, exclude_ops=())
+        except ValueError as exc:
+            raise SelectionError(str(exc)) from None
