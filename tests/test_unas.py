@@ -118,6 +118,13 @@ def test_rebar_is_unbiased_on_a_toy_discrete_objective():
     for estimator in ("rebar", "reinforce"):
         mean, se = _gradient_estimate(estimator, logits, c, temperature=0.4)
         assert ((mean - exact).abs() <= 4 * se + 1e-3).all(), (estimator, mean, exact, se)
+    # A masked (-inf) category is never drawn, and the others stay unbiased with finite gradients.
+    masked = [torch.cat([p, torch.tensor([float("-inf")], dtype=torch.float64)]) for p in logits]
+    c_masked = [torch.cat([v, torch.tensor([100.0], dtype=torch.float64)]) for v in c]
+    mean, se = _gradient_estimate("rebar", masked, c_masked, temperature=0.4, chunks=10)
+    keep = torch.tensor([True, True, True, False, True, True, True, True, False])
+    assert torch.isfinite(mean).all() and (mean[~keep] == 0).all()
+    assert ((mean[keep] - exact).abs() <= 4 * se[keep] + 1e-3).all()
     # The test can fail: the relaxation without the conditional correction is biased.
     mean, se = _gradient_estimate("plain", logits, c, temperature=0.4)
     assert ((mean - exact).abs() > 4 * se + 1e-3).any()
@@ -145,7 +152,7 @@ def test_alpha_frozen_during_warmup_then_trained_with_either_estimator():
 
 
 def test_unas_search_runs_with_adam_weights(tiny_data, tmp_path):
-    params = search_params(options={"algorithm": "unas", "warmup_epochs": 1}, settings={"space": "unas", "epochs": 2, "batch_size": 20})
+    params = search_params(options={"algorithm": "unas", "warmup_epochs": 1, "per_sample": False}, settings={"space": "unas", "epochs": 2, "batch_size": 20})
     checkpoint = artifacts.load_checkpoint(run_search(params, tiny_data, tmp_path, threads=1), "supernet")
     assert "exp_avg" in next(iter(checkpoint["optimizer"]["state"].values()))  # Adam, not SGD
     metrics = artifacts.read_metrics(tmp_path / "metrics.h5")

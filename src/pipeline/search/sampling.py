@@ -68,6 +68,7 @@ def rebar_categorical(logits: torch.Tensor, temperature: float, sample_shape: tu
     z~_b = -log(-log v_b), z~_k = -log(-log v_k / q_k - log v_b), with v from u and b
     held fixed. ``relaxed`` carries d softmax(z/t) - d softmax(z~/t); then
     E[(f(b) - f(relaxed)) d log q(b) + d f(relaxed)] is the exact gradient of E[f(b)].
+    Logits of -inf (masked categories) are never drawn and get no gradient.
     """
     log_q = F.log_softmax(logits, dim=-1).expand(*sample_shape, *logits.shape)
     q = log_q.exp()
@@ -78,7 +79,9 @@ def rebar_categorical(logits: torch.Tensor, temperature: float, sample_shape: tu
         q_fixed = q.detach()
         log_v_b = log_u.gather(-1, index) / q_fixed.gather(-1, index)
         log_v = log_u - q_fixed * log_v_b
-    z_tilde = -torch.log(-log_v / q - log_v_b)
+    possible = q > 0  # where q = 0 the formula is inf / inf: keep it (and its gradient) finite
+    z_tilde = -torch.log(-log_v / torch.where(possible, q, torch.ones_like(q)) - log_v_b)
+    z_tilde = torch.where(possible, z_tilde, torch.full_like(z_tilde, float("-inf")))
     z_tilde = z_tilde.scatter(-1, index, -torch.log(-log_v_b))
     soft = F.softmax(z / temperature, dim=-1)
     soft_tilde = F.softmax(z_tilde / temperature, dim=-1)
