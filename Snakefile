@@ -1,4 +1,4 @@
-# The NAS pipeline: data -> search -> select -> retrain -> tables.
+# The NAS pipeline: data -> search -> select -> retrain (-> transfer) -> tables.
 #   snakemake --cores 2 --configfile config/demo.yaml results/tables/cifar10.csv
 from snakemake.utils import min_version
 
@@ -14,9 +14,11 @@ include: "workflow/rules/search.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/retrain.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/transfer.smk"
 
 
 rule all:
     default_target: True
     input:
         table_path(config["dataset"]),
+        transfer_targets(),

@@ -33,6 +33,8 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_KINDS = {
     "supernet": ("epoch", "model", "optimizer", "scheduler", "method", "arch_weights", "history"),
     "retrain": ("epoch", "model", "optimizer", "scheduler", "history"),
+    # network: what rebuilds the model (init_channels, layers, num_classes, setting, auxiliary)
+    "transfer": ("epoch", "model", "optimizer", "scheduler", "history", "network"),
 }
 GENOTYPE_FORMAT = "pipeline.genotype"
 GENOTYPE_VERSION = 1
@@ -56,6 +58,27 @@ TABLE_COLUMNS = (
     "device",
     "benchmark_test_acc",
 )
+TRANSFER_TABLE_COLUMNS = (
+    "dataset",
+    "source_dataset",
+    "space",
+    "search_method",
+    "selection_method",
+    "seeds",
+    "top1_error",
+    "top1_error_mean",
+    "top1_error_std",
+    "top5_error",
+    "top5_error_mean",
+    "top5_error_std",
+    "init_channels",
+    "params_m",
+    "multiply_adds_m",
+    "search_cost",
+    "search_cost_unit",
+    "device",
+)
+TABLE_KINDS = {"retrain": TABLE_COLUMNS, "transfer": TRANSFER_TABLE_COLUMNS}
 
 
 _UMASK = os.umask(0)
@@ -139,7 +162,7 @@ def provenance(params: dict[str, Any], seed: int | None = None, **extra: Any) ->
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, payload: dict[str, Any]) -> None:
-    """Write a checkpoint of ``kind`` ('supernet' or 'retrain'); ``payload`` holds its fields."""
+    """Write a checkpoint of ``kind`` (a key of CHECKPOINT_KINDS); ``payload`` holds its fields."""
     missing = [key for key in CHECKPOINT_KINDS[kind] if key not in payload]
     if missing:
         raise ArtifactError(f"{path}: {kind} checkpoint lacks {', '.join(missing)}")
@@ -304,6 +327,7 @@ class Metrics:
 METRICS_REQUIRED = {
     "search": ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "wall_time"),
     "retrain": ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time"),
+    "transfer": ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "wall_time"),
 }
 
 
@@ -368,15 +392,17 @@ def _check_metrics(metrics: Metrics, where: str) -> None:
 # ---------------------------------------------------------------- tables
 
 
-def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    missing = [column for column in TABLE_COLUMNS if column not in table.columns]
+def write_table(path: str | os.PathLike, table: pd.DataFrame, kind: str = "retrain") -> None:
+    """A results table of ``kind`` ('retrain': CIFAR-style, 'transfer': ImageNet-style)."""
+    columns = TABLE_KINDS[kind]
+    missing = [column for column in columns if column not in table.columns]
     if missing:
         raise ArtifactError(f"{path}: table lacks column {missing[0]!r}")
     with atomic_path(path) as tmp:
-        table.loc[:, list(TABLE_COLUMNS)].to_csv(tmp, index=False)
+        table.loc[:, list(columns)].to_csv(tmp, index=False)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, kind: str = "retrain") -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: table file not found")
@@ -384,7 +410,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not a readable CSV table ({exc.__class__.__name__})") from None
-    missing = [column for column in TABLE_COLUMNS if column not in table.columns]
+    missing = [column for column in TABLE_KINDS[kind] if column not in table.columns]
     if missing:
         raise ArtifactError(f"{path}: table lacks column {missing[0]!r}")
     return table

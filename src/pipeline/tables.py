@@ -1,4 +1,7 @@
-"""Tables stage: one row per (search method, selection method) in the papers' format."""
+"""Tables stage: one row per (search method, selection method) in the papers' format.
+
+Retrain metrics make the CIFAR-style table (test error); transfer metrics the ImageNet
+one (top-1 and top-5 error, width, parameters, multiply-adds)."""
 
 from __future__ import annotations
 
@@ -29,21 +32,26 @@ def benchmark_accuracy(group: pd.DataFrame, dataset: str, nb201_path: str | None
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: str | None = None) -> pd.DataFrame:
+def _summaries(metrics_paths: Iterable[str | Path], dataset: str, kind: str) -> pd.DataFrame:
     rows = []
     for path in metrics_paths:
         metrics = artifacts.read_metrics(path)
-        if metrics.kind != "retrain":
-            raise artifacts.ArtifactError(f"{path}: a {metrics.kind} metrics file, expected a retrain one")
+        if metrics.kind != kind:
+            raise artifacts.ArtifactError(f"{path}: a {metrics.kind} metrics file, expected a {kind} one")
         summary = metrics.summary
         if summary.get("dataset") != dataset:
             raise artifacts.ArtifactError(f"{path}: dataset {summary['dataset']!r}, expected {dataset!r}")
         rows.append(summary)
     if not rows:
-        raise artifacts.ArtifactError("tables: no retrain metrics given")
+        raise artifacts.ArtifactError(f"tables: no {kind} metrics given")
     runs = pd.DataFrame(rows)
     # Searches on GPU and on CPU do not add up: they get separate rows.
     runs["search_cost_unit"] = [cost_unit(device) for device in runs["search_device"]]
+    return runs
+
+
+def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: str | None = None) -> pd.DataFrame:
+    runs = _summaries(metrics_paths, dataset, "retrain")
     table = []
     keys = ["space", "search_method", "selection_method", "search_cost_unit"]
     for (space, search, selection, unit), group in runs.groupby(keys, sort=True):
@@ -71,8 +79,46 @@ def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: s
     return pd.DataFrame(table, columns=list(artifacts.TABLE_COLUMNS))
 
 
+def build_transfer_table(metrics_paths: Iterable[str | Path], dataset: str) -> pd.DataFrame:
+    runs = _summaries(metrics_paths, dataset, "transfer")
+    table = []
+    keys = ["source_dataset", "space", "search_method", "selection_method", "search_cost_unit"]
+    for (source, space, search, selection, unit), group in runs.groupby(keys, sort=True):
+        top1, top1_std = mean_std(group["top1_error"])
+        top5, top5_std = mean_std(group["top5_error"])
+        cost = ((group["search_seconds"] + group["select_seconds"]) / SECONDS_PER[unit]).mean()
+        table.append(
+            {
+                "dataset": dataset,
+                "source_dataset": source,
+                "space": space,
+                "search_method": search,
+                "selection_method": selection,
+                "seeds": " ".join(str(s) for s in sorted(group["seed"])),
+                "top1_error": f"{top1:.2f} ± {top1_std:.2f}",
+                "top1_error_mean": round(top1, 4),
+                "top1_error_std": round(top1_std, 4),
+                "top5_error": f"{top5:.2f} ± {top5_std:.2f}",
+                "top5_error_mean": round(top5, 4),
+                "top5_error_std": round(top5_std, 4),
+                "init_channels": " ".join(str(c) for c in sorted(set(group["init_channels"]))),
+                "params_m": round(float(group["params_m"].mean()), 4),
+                "multiply_adds_m": round(float(group["multiply_adds_m"].mean()), 2),
+                "search_cost": round(float(cost), 6),
+                "search_cost_unit": unit,
+                "device": ",".join(sorted(set(group["search_device"]))),
+            }
+        )
+    return pd.DataFrame(table, columns=list(artifacts.TRANSFER_TABLE_COLUMNS))
+
+
 def run_tables(params: dict, metrics_paths: list[str], out: str | Path) -> pd.DataFrame:
-    nb201_path = params.get("benchmarks", {}).get("nb201", {}).get("path")
-    table = build_table(metrics_paths, params["dataset"], nb201_path)
-    artifacts.write_table(out, table)
+    """The table of the given metrics files' kind (all of one kind: retrain or transfer)."""
+    first = artifacts.read_metrics(metrics_paths[0]) if metrics_paths else None
+    if first is not None and first.kind == "transfer":
+        table, kind = build_transfer_table(metrics_paths, params["dataset"]), "transfer"
+    else:
+        nb201_path = params.get("benchmarks", {}).get("nb201", {}).get("path")
+        table, kind = build_table(metrics_paths, params["dataset"], nb201_path), "retrain"
+    artifacts.write_table(out, table, kind)
     return table

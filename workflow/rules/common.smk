@@ -7,6 +7,7 @@ from pipeline.config import (
     PATHS,
     STAGE_CODE,
     ConfigError,
+    launch_gpus,
     selections_for,
     stage_params,
     validate_config,
@@ -26,10 +27,12 @@ DATA = PATHS["data"]
 SEARCH_DIR = PATHS["search_dir"]
 GENOTYPE = PATHS["genotype"]
 RETRAIN_DIR = PATHS["retrain_dir"]
+TRANSFER_DIR = PATHS["transfer_dir"]
 
 
 wildcard_constraints:
     dataset="[a-z0-9_]+",
+    target="[a-z0-9_]+",
     search="[A-Za-z0-9_-]+",
     select="[A-Za-z0-9_-]+",
     seed="[0-9]+",
@@ -76,3 +79,55 @@ def retrain_metrics(wildcards):
             seed=config["seeds"],
         )
     ]
+
+
+def launcher(stage):
+    """`python`, or torchrun with one process per GPU when the stage asks for more than one."""
+    gpus = launch_gpus(config, stage)
+    if gpus == 1:
+        return "python"
+    return f"torchrun --standalone --nproc_per_node {gpus}"
+
+
+def gpu_resource(stage):
+    """GPUs a job of the stage reserves (the Slurm executor's `gpu` resource); none on CPU."""
+    return 0 if config["runtime"]["device"] == "cpu" else launch_gpus(config, stage)
+
+
+def transfer_json(wildcards):
+    """The transfer job's own parameters; Snakemake reruns the job when they change."""
+    params = stage_params(
+        config, "transfer", dataset=wildcards.target, seed=wildcards.seed
+    )
+    return json.dumps(params, sort_keys=True)
+
+
+def transfer_source_dirs(wildcards):
+    """The ImageFolder directories (their mtimes: replacing one reruns the job)."""
+    source = config["data"][wildcards.target]["source"]
+    return sorted(
+        {source[split] for split in ("train", "test") if Path(source[split]).exists()}
+    )
+
+
+def transfer_metrics(wildcards):
+    """Every transferred (search, selection, seed) result; selections per search method."""
+    return [
+        path
+        for search in config["search"]["run"]
+        for path in expand(
+            f"{TRANSFER_DIR}/metrics.h5",
+            target=config["transfer"]["dataset"],
+            dataset=config["dataset"],
+            search=search,
+            select=selections_for(config, search),
+            seed=config["transfer"]["seeds"],
+        )
+    ]
+
+
+def transfer_targets():
+    """The transfer table, when the config puts it in the default target."""
+    if config["transfer"]["enabled"]:
+        return [table_path(config["transfer"]["dataset"])]
+    return []

@@ -11,9 +11,12 @@ rule retrain:
     conda:
         "../envs/pipeline.yaml"
     threads: THREADS
+    resources:
+        gpu=gpu_resource("retrain"),
     params:
         stage=lambda w: stage_json("retrain", w, seed=w.seed),
         out_dir=RETRAIN_DIR,
+        launcher=launcher("retrain"),
     shell:
-        "python -m pipeline retrain --params {params.stage:q} --genotype {input.genotype}"
+        "{params.launcher} -m pipeline retrain --params {params.stage:q} --genotype {input.genotype}"
         " --data {input.data} --out-dir {params.out_dir} --threads {threads} 2> {log}"
