@@ -4,7 +4,9 @@ A stage run as ``torchrun --nproc_per_node N -m pipeline <stage> ...`` finds WOR
 RANK and LOCAL_RANK in its environment; a plain ``python -m pipeline`` run is a world of
 one and none of this costs anything. Each rank takes its shard of every global batch, the
 model is wrapped in DistributedDataParallel (gradients averaged) and its BatchNorm layers
-normalise over the global batch, so N processes follow the one-process trajectory.
+normalise over the global batch, so N processes follow the one-process trajectory (up to
+float rounding; random draws inside the network, such as drop-path masks, come from each
+rank's own stream).
 Rank 0 alone logs and writes artifacts.
 """
 
@@ -85,16 +87,17 @@ def stop(world: World) -> None:
         dist.destroy_process_group()
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """torch's SyncBatchNorm, plus the CPU (gloo) case torch has no kernel for: the batch
-    mean and variance over all ranks come from two autograd-aware all-reduces (a two-pass
-    variance, as exact as one process's)."""
+class CrossProcessBatchNorm(nn.BatchNorm2d):
+    """BatchNorm over the global batch for CPU processes (gloo), which torch's
+    SyncBatchNorm has no kernel for: the batch mean and variance over all ranks come
+    from two autograd-aware all-reduces (a two-pass variance, as exact as one process's).
+    In eval mode, or in a world of one, it is a plain BatchNorm2d."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and x.device.type == "cpu" and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        dims = [0] + list(range(2, x.dim()))
-        shape = [1, -1] + [1] * (x.dim() - 2)
+        self._check_input_dim(x)
+        dims, shape = (0, 2, 3), (1, -1, 1, 1)
         local_count = x.new_tensor([x.numel() // x.size(1)])
         totals = dist_nn.all_reduce(torch.cat([x.sum(dims), local_count]))
         count = totals[-1]
@@ -113,27 +116,29 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         return y
 
 
-def convert_batchnorm(module: nn.Module) -> nn.Module:
-    """Every BatchNorm layer of ``module`` as a :class:`SyncBatchNorm` with the same state."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm):
-        converted = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm layer normalising over the global batch: torch's SyncBatchNorm on
+    GPUs, :class:`CrossProcessBatchNorm` on CPUs. Weights and statistics are kept."""
+    if device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if type(module) is nn.BatchNorm2d:
+        converted = CrossProcessBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         converted.load_state_dict(module.state_dict())
-        converted.train(module.training)
-        return converted.to(next(module.buffers(), torch.empty(0)).device)
+        return converted.train(module.training)
     for name, child in module.named_children():
-        module.add_module(name, convert_batchnorm(child))
+        module.add_module(name, convert_batchnorm(child, device))
     return module
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
-    """The model to train: itself in a world of one, else synced BN inside DDP (which also
-    broadcasts rank 0's initial weights, so every rank starts from the same model)."""
+    """The model to train: itself in a world of one, else with global-batch BatchNorm
+    inside DDP (which also broadcasts rank 0's initial weights and buffers)."""
     if not world.distributed:
         return model
-    model = convert_batchnorm(model)
+    model = convert_batchnorm(model, device)
     device_ids = [device.index] if device.type == "cuda" else None
-    # BN statistics are global, hence equal on every rank: no buffer broadcast needed.
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    # BN statistics are global, hence equal on every rank: no buffer sync per forward.
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
