@@ -115,8 +115,11 @@ def run_transfer(params: dict[str, Any], genotype_path: str | Path, out_dir: str
 def _check_resolutions(space, cells, settings: dict, num_classes: int) -> None:
     """A forward at the configured sizes (on meta tensors), so that a too small image is a
     config error rather than a crash in the first batch."""
-    with torch.device("meta"):
-        net = space.build_network(cells, CHANNEL_STEP * 2, settings["layers"], num_classes, settings["auxiliary_weight"] > 0, setting="imagenet")
+    try:
+        with torch.device("meta"):
+            net = space.build_network(cells, CHANNEL_STEP * 2, settings["layers"], num_classes, settings["auxiliary_weight"] > 0, setting="imagenet")
+    except ValueError as exc:
+        raise ConfigError(f"config key 'transfer': no ImageNet network for this {space.name!r} genotype: {exc}") from None
     for key, training in (("train_resolution", True), ("eval_resolution", False)):
         size = settings[key]
         net.train(training)
