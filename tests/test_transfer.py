@@ -223,3 +223,27 @@ def test_transfer_cli_names_a_missing_folder(genotype_file, tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "params.source.train" in result.stderr and "nowhere" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_dvc_yaml_gets_transfer_stages_only_when_enabled(tiny_imagenet, tmp_path, monkeypatch):
+    import yaml
+
+    from conftest import REPO
+    from pipeline.dvc import render_dvc_yaml
+
+    base = [str(REPO / "config" / "config.yaml"), str(REPO / "config" / "demo.yaml")]
+    overlay = tmp_path / "imagenet.yaml"
+    source = {"format": "imagefolder", "train": str(tiny_imagenet / "train"), "test": str(tiny_imagenet / "test")}
+    overlay.write_text(yaml.safe_dump({"data": {"imagenet": {"source": source}}, "transfer": {"enabled": True, "gpus": 4}}))
+    monkeypatch.chdir(REPO)
+    assert "transfer_" not in render_dvc_yaml(base)
+    stages = yaml.safe_load(render_dvc_yaml([*base, str(overlay)]))["stages"]
+    names = [name for name in stages if name.startswith("transfer_")]
+    assert names == [f"transfer_imagenet_cifar10_{search}_magnitude_seed0" for search in ("darts_1st", "darts_2nd")]
+    stage = stages[names[0]]
+    assert stage["cmd"].startswith("torchrun --standalone --nproc_per_node 4 -m pipeline transfer ")
+    assert "--genotype results/select/cifar10/darts_1st/magnitude/seed0/genotype.json" in stage["cmd"]
+    assert source["train"] in stage["deps"] and "src/pipeline/transfer.py" in stage["deps"]
+    keys = [key for entry in stage["params"] for keys in entry.values() for key in keys]
+    assert "transfer.epochs" in keys and "data.imagenet" in keys and "transfer.gpus" not in keys
+    assert stages["tables_imagenet"]["outs"] == ["results/tables/imagenet.csv"]

@@ -41,6 +41,9 @@ rule transfer_tables:
     conda:
         "../envs/pipeline.yaml"
     params:
-        stage=json.dumps({"dataset": config["transfer"]["dataset"]}),
+        stage=json.dumps(
+            stage_params(config, "tables", dataset=config["transfer"]["dataset"]),
+            sort_keys=True,
+        ),
     shell:
         "python -m pipeline tables --params {params.stage:q} --out {output} {input.metrics} > {log} 2>&1"
