@@ -27,4 +27,4 @@ lint: setup
 	snakefmt --check Snakefile workflow/rules
 
 clean-results:
-	rm -rf results/data results/search results/select results/retrain results/tables logs .snakemake
+	rm -rf results/data results/search results/select results/retrain results/latency results/tables logs .snakemake

@@ -15,6 +15,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/retrain.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/transfer.smk"
+include: "workflow/rules/latency.smk"
 
 
 rule all:

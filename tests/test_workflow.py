@@ -44,8 +44,8 @@ def env():
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-def snakemake(project: Path, *args: str, configfiles=("config/demo.yaml", "config/tiny.yaml")):
-    cmd = [str(BIN / "snakemake"), TARGET, "--cores", "2", "--configfile", *configfiles, *args]
+def snakemake(project: Path, *args: str, configfiles=("config/demo.yaml", "config/tiny.yaml"), target=TARGET):
+    cmd = [str(BIN / "snakemake"), target, "--cores", "2", "--configfile", *configfiles, *args]
     return subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
 
 
@@ -157,7 +157,29 @@ def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
     edit_config(project, {"retrain": {"epochs": 2}})
     third = run(str(BIN / "dvc"), "repro")
     ran = set(re.findall(r"Running stage '([^']+)'", third.stdout))
-    assert ran == {"retrain_cifar10_darts_1st_magnitude_seed0", "tables_cifar10"}, third.stdout
+    assert ran == {"retrain_cifar10_darts_1st_magnitude_seed0", "tables_cifar10", "tables_latency_cifar10"}, third.stdout
+
+
+LATENCY_TABLE = "results/tables/latency/cifar10.csv"
+
+
+def test_latency_target_measures_filters_and_tables(project):
+    import pandas as pd
+
+    result = snakemake(project, target=LATENCY_TABLE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(project / LATENCY_TABLE)
+    assert table["latency_ms"][0] > 0 and table["latency_passed"][0] in ("0/1", "1/1")
+    assert table["latency_source"][0].startswith("measure ")
+    assert (project / "logs/latency/cifar10/darts_1st/magnitude/seed0.log").exists()
+    assert planned_jobs(snakemake(project, "-n", target=LATENCY_TABLE)) == {}
+    # The target is the filter's: changing it reruns the filter and the table, not the timing.
+    edit_config(project, {"latency": {"target_ms": 1000.0}})
+    try:
+        jobs = planned_jobs(snakemake(project, "-n", target=LATENCY_TABLE))
+    finally:
+        edit_config(project, {})
+    assert set(jobs) == {"latency_filter", "tables_latency"}
 
 
 def test_committed_dvc_yaml_matches_the_config():

@@ -42,6 +42,9 @@ METRICS_FORMAT = "pipeline.metrics"
 METRICS_VERSION = 1
 DATASET_FORMAT = "pipeline.dataset"
 DATASET_VERSION = 1
+LATENCY_FORMAT = "pipeline.latency"
+LATENCY_FILTER_FORMAT = "pipeline.latency_filter"
+LATENCY_VERSION = 1
 TABLE_COLUMNS = (
     "dataset",
     "space",
@@ -79,6 +82,8 @@ TRANSFER_TABLE_COLUMNS = (
     "device",
 )
 TABLE_KINDS = {"retrain": TABLE_COLUMNS, "transfer": TRANSFER_TABLE_COLUMNS}
+# Written after TABLE_COLUMNS when the table is made with latency results.
+LATENCY_COLUMNS = ("latency_ms", "latency_target_ms", "latency_passed", "latency_passed_seeds", "latency_source")
 
 
 _UMASK = os.umask(0)
@@ -389,17 +394,112 @@ def _check_metrics(metrics: Metrics, where: str) -> None:
         raise ArtifactError(f"{where}: per-epoch series differ in length: {lengths}")
 
 
+# ---------------------------------------------------------------- latency JSON
+
+# field -> accepted types of a latency result and of the filter's summary
+LATENCY_FIELDS = {
+    "dataset": (str,),
+    "space": (str,),
+    "genotype_file": (str,),
+    "genotype_sha256": (str,),
+    "search_method": (str, type(None)),
+    "selection_method": (str, type(None)),
+    "seed": (int,),
+    "method": (str,),
+    "source": (str,),
+    "latency_ms": (int, float),
+    "detail": (dict,),
+    "provenance": (dict,),
+}
+LATENCY_FILTER_FIELDS = {
+    "dataset": (str,),
+    "target_ms": (int, float),
+    "results": (list,),
+    "kept": (list,),
+    "dropped": (list,),
+    "provenance": (dict,),
+}
+LATENCY_RESULT_FIELDS = {
+    "latency_file": (str,),
+    "genotype_file": (str,),
+    "genotype_sha256": (str,),
+    "seed": (int,),
+    "source": (str,),
+    "latency_ms": (int, float),
+    "passed": (bool,),
+}
+
+
+def write_latency(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """One architecture's latency (``latency_ms``, the figure the filter uses) and how it was had."""
+    _write_json(path, LATENCY_FORMAT, record, LATENCY_FIELDS)
+
+
+def read_latency(path: str | os.PathLike) -> dict[str, Any]:
+    return _read_json(path, LATENCY_FORMAT, LATENCY_FIELDS, "latency")
+
+
+def write_latency_filter(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """The filter's outcome: ``target_ms``, per architecture its latency and ``passed``, kept/dropped."""
+    _write_json(path, LATENCY_FILTER_FORMAT, record, LATENCY_FILTER_FIELDS)
+
+
+def read_latency_filter(path: str | os.PathLike) -> dict[str, Any]:
+    return _read_json(path, LATENCY_FILTER_FORMAT, LATENCY_FILTER_FIELDS, "latency filter")
+
+
+def _write_json(path, fmt: str, record: dict[str, Any], fields: dict[str, tuple]) -> None:
+    full = {"format": fmt, "version": LATENCY_VERSION, **record}
+    _check_json(full, str(path), fmt, fields)
+    write_bytes_atomic(path, (json.dumps(full, indent=2) + "\n").encode())
+
+
+def _read_json(path, fmt: str, fields: dict[str, tuple], noun: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: {noun} file not found")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+    _check_json(record, str(path), fmt, fields)
+    return record
+
+
+def _check_json(record: Any, where: str, fmt: str, fields: dict[str, tuple]) -> None:
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise ArtifactError(f"{where}: field 'format' is not {fmt!r}")
+    if record.get("version") != LATENCY_VERSION:
+        raise ArtifactError(f"{where}: field 'version' is {record.get('version')!r}, expected {LATENCY_VERSION}")
+    _check_fields(record, where, fields)
+    if "latency_ms" in fields and not (np.isfinite(record["latency_ms"]) and record["latency_ms"] >= 0):
+        raise ArtifactError(f"{where}: field 'latency_ms' must be a finite, non-negative number")
+    for index, entry in enumerate(record.get("results", []) if fmt == LATENCY_FILTER_FORMAT else []):
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{where}: field 'results[{index}]' must be an object")
+        _check_fields(entry, f"{where}: results[{index}]", LATENCY_RESULT_FIELDS, prefix=f"results[{index}].")
+
+
+def _check_fields(record: dict, where: str, fields: dict[str, tuple], prefix: str = "") -> None:
+    for key, types in fields.items():
+        if key not in record:
+            raise ArtifactError(f"{where}: field '{prefix}{key}' is missing")
+        value = record[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ArtifactError(f"{where}: field '{prefix}{key}' has type {type(value).__name__}")
+
+
 # ---------------------------------------------------------------- tables
 
 
 def write_table(path: str | os.PathLike, table: pd.DataFrame, kind: str = "retrain") -> None:
     """A results table of ``kind`` ('retrain': CIFAR-style, 'transfer': ImageNet-style)."""
-    columns = TABLE_KINDS[kind]
-    missing = [column for column in columns if column not in table.columns]
+    missing = [column for column in TABLE_KINDS[kind] if column not in table.columns]
     if missing:
         raise ArtifactError(f"{path}: table lacks column {missing[0]!r}")
+    columns = list(TABLE_KINDS[kind]) + [column for column in LATENCY_COLUMNS if column in table.columns]
     with atomic_path(path) as tmp:
-        table.loc[:, list(columns)].to_csv(tmp, index=False)
+        table.loc[:, columns].to_csv(tmp, index=False)
 
 
 def read_table(path: str | os.PathLike, kind: str = "retrain") -> pd.DataFrame:

@@ -15,11 +15,12 @@ from pathlib import Path
 from pipeline.artifacts import ArtifactError
 from pipeline.config import ConfigError, load_config, stage_params, transfer_block, validate_stage_params
 from pipeline.data import DataSourceError
+from pipeline.latency import LatencyError
 from pipeline.registry import UnknownNameError
 from pipeline.runtime import RuntimeConfigError, is_main_process
 from pipeline.select.base import SelectionError
 
-USER_ERRORS = (ConfigError, ArtifactError, DataSourceError, RuntimeConfigError, UnknownNameError, SelectionError)
+USER_ERRORS = (ConfigError, ArtifactError, DataSourceError, RuntimeConfigError, UnknownNameError, SelectionError, LatencyError)
 
 
 def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:
@@ -61,12 +62,14 @@ def _params(args: argparse.Namespace, stage: str) -> dict:
         if args.method not in section:
             raise ConfigError(f"--method: {args.method!r} is not under '{stage}.methods' (known: {', '.join(section)})")
         keys["method"] = args.method
-    if stage in ("search", "select", "retrain", "transfer"):
+    if stage in ("search", "select", "retrain", "transfer", "latency"):
         if args.seed is None:
             raise ConfigError("--seed: required with --config")
         keys["seed"] = args.seed
     if keys["dataset"] not in config["data"]:
         raise ConfigError(f"--dataset: {keys['dataset']!r} has no entry under 'data'")
+    if stage.startswith("latency") and "latency" not in config:
+        raise ConfigError("config key 'latency': required for the latency stages")
     return stage_params(config, stage, **keys)
 
 
@@ -113,8 +116,29 @@ def cmd_transfer(args):
 def cmd_tables(args):
     from pipeline.tables import run_tables
 
-    table = run_tables(_params(args, "tables"), args.metrics, args.out)
+    table = run_tables(_params(args, "tables"), args.metrics, args.out, latency=args.latency)
     print(table.to_string(index=False))
+
+
+def cmd_latency(args):
+    from pipeline.latency import run_latency
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    record = run_latency(_params(args, "latency"), args.genotype, args.out, data_path=args.data)
+    print(f"wrote {args.out}: {record['latency_ms']:.3f} ms ({record['method']})")
+
+
+def cmd_latency_filter(args):
+    from pipeline.latency import run_latency_filter
+
+    summary = run_latency_filter(_params(args, "latency_filter"), args.latency, args.out)
+    for entry in summary["results"]:
+        verdict = "kept" if entry["passed"] else "dropped"
+        print(f"{verdict:8s}{entry['latency_ms']:10.3f} ms  {entry['genotype_file']}")
+    print(f"target {summary['target_ms']} ms: kept {len(summary['kept'])} of {len(summary['results'])}")
 
 
 def cmd_check_config(args):
@@ -184,8 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="aggregate retrain (or transfer) results into a table")
     _add_params(p)
     p.add_argument("--out", required=True)
+    p.add_argument("--latency", help="latency-filter output: add each row's latency and whether it passed")
     p.add_argument("metrics", nargs="+", help="retrain metrics.h5 files, or transfer ones")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("latency", help="latency of a selected architecture (measured or looked up)")
+    _add_params(p, "seed")
+    p.add_argument("--genotype", required=True)
+    p.add_argument("--data", help="prepared dataset (method 'measure': classes and image size)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, help="torch threads of the process (timing uses latency.measure.threads)")
+    p.set_defaults(func=cmd_latency)
+
+    p = sub.add_parser("latency-filter", help="keep the architectures within latency.target_ms")
+    _add_params(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("latency", nargs="+", help="latency JSON files")
+    p.set_defaults(func=cmd_latency_filter)
 
     p = sub.add_parser("check-config", help="validate config files")
     p.add_argument("--config", action="append", required=True)

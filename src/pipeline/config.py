@@ -161,6 +161,26 @@ def validate_config(config: dict) -> None:
             if section == "search":
                 method = {key: value for key, value in method.items() if key != "settings"}
             method_options(registry, method, f"{section}.methods.{name}")
+    for name in config["search"]["run"]:
+        own = config["search"]["methods"][name].get("settings", {})
+        key_of = lambda setting, name=name, own=own: f"search.methods.{name}.settings.{setting}" if setting in own else f"search.settings.{setting}"
+        search.METHODS.get(config["search"]["methods"][name]["algorithm"]).check_settings(search_settings(config, name), key_of)
+    _check_latency(config)
+
+
+def _check_latency(config: dict) -> None:
+    """A lookup needs a table for the space of every search that runs."""
+    from pipeline import latency
+
+    if "latency" not in config or config["latency"]["method"] != "lookup":
+        return
+    for name in config["search"]["run"]:
+        space = search_settings(config, name)["space"]
+        if space not in latency.LOOKUPS:
+            raise ConfigError(
+                f"config key 'latency.method': no lookup table for space {space!r} (search {name}; "
+                f"tables: {', '.join(latency.LOOKUPS.names())}); use 'measure'"
+            )
 
 
 def selections_for(config: dict, search_method: str) -> list[str]:
@@ -217,6 +237,9 @@ PATHS = {
     "table": "results/tables/{dataset}.csv",
     # {target}: the dataset transferred to; {dataset}: the one the genotype was searched on
     "transfer_dir": "results/transfer/{target}/{dataset}/{search}/{select}/seed{seed}",
+    "latency": "results/latency/{dataset}/{search}/{select}/seed{seed}/latency.json",
+    "latency_filter": "results/latency/{dataset}/filter.json",
+    "latency_table": "results/tables/latency/{dataset}.csv",
 }
 
 # Library sources (relative to src/pipeline) whose edits must rerun a stage.
@@ -227,7 +250,7 @@ SPACE_CODE = [
 ]
 STAGE_CODE = {
     "data": ["data.py"],
-    "search": ["search", *SPACE_CODE, "data.py", "training.py", "runtime.py"],
+    "search": ["search", *SPACE_CODE, "data.py", "training.py", "runtime.py", "latency.py", "benchmarks/pixel1_mobile_lut.yaml"],
     "select": ["select", *SPACE_CODE],
     "retrain": ["retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py", "distributed.py"],
     "transfer": [
@@ -235,6 +258,10 @@ STAGE_CODE = {
         "distributed.py",
     ],
     "tables": ["tables.py", "nb201.py"],
+    "latency": [
+        "latency.py", *SPACE_CODE, "runtime.py", "benchmarks/pixel1_mobile_lut.yaml", "benchmarks/nb201_latency_ms.csv.gz",
+    ],
+    "latency_filter": ["latency.py"],
 }
 
 NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers
@@ -308,6 +335,15 @@ def stage_params(config: dict, stage: str, **keys: Any) -> dict:
     if stage == "tables":
         nb201_path = config.get("benchmarks", {}).get("nb201", {}).get("path")
         return {"dataset": dataset, "benchmarks": {"nb201": {"path": nb201_path}}}
+    if stage == "latency":
+        block = config["latency"]
+        params = {"dataset": dataset, "seed": int(keys["seed"]), "method": block["method"]}
+        if block["method"] == "lookup":
+            return {**params, "lookup": copy.deepcopy(block["lookup"])}
+        retrain = {key: retrain_settings(config, dataset)[key] for key in ("init_channels", "layers")}
+        return {**params, "measure": copy.deepcopy(block["measure"]), "retrain": retrain, "runtime": _runtime(config)}
+    if stage == "latency_filter":
+        return {"dataset": dataset, "target_ms": config["latency"]["target_ms"]}
     raise ConfigError(f"unknown stage {stage!r}")
 
 
@@ -356,6 +392,30 @@ STAGE_SCHEMAS = {
     "tables": {
         "required": ["dataset"],
         "properties": {"dataset": {"type": "string"}, "benchmarks": {"$ref": "#/$defs/benchmarks"}},
+    },
+    "latency": {
+        "required": ["dataset", "seed", "method"],
+        "properties": {
+            "dataset": {"type": "string"},
+            "seed": {"type": "integer", "minimum": 0},
+            "method": {"enum": ["measure", "lookup"]},
+            "measure": {"$ref": "#/$defs/latency/properties/measure"},
+            "lookup": {"$ref": "#/$defs/latency/properties/lookup"},
+            "retrain": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["init_channels", "layers"],
+                "properties": {"init_channels": {"type": "integer", "minimum": 2}, "layers": {"type": "integer", "minimum": 1}},
+            },
+            "runtime": {"type": "object"},
+        },
+        "if": {"properties": {"method": {"const": "measure"}}},
+        "then": {"required": ["measure", "retrain", "runtime"]},
+        "else": {"required": ["lookup"]},
+    },
+    "latency_filter": {
+        "required": ["dataset", "target_ms"],
+        "properties": {"dataset": {"type": "string"}, "target_ms": {"$ref": "#/$defs/latency/properties/target_ms"}},
     },
 }
 

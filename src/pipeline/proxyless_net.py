@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 SKIP = "skip_connect"
@@ -81,7 +82,13 @@ class Backbone(nn.Module):
 class ProxylessSuperNet(Backbone):
     """Weights ``{"layers": (layers, ops)}`` (or per sample). Columns past a layer's own
     candidates are ignored and each layer's weights are renormalised over its candidates,
-    so softmax over the full row equals softmax over the layer's own ops."""
+    so softmax over the full row equals softmax over the layer's own ops.
+
+    ``skip_dropout`` (set by a search method for its training steps, as in P-DARTS): the
+    skip choice's output is dropout(x) instead of x; UNAS (appendix E.1) uses it so that a
+    latency penalty does not over-select skip."""
+
+    skip_dropout = 0.0
 
     def __init__(self, candidates: dict[str, list[list[str]]], shapes: Sequence[LayerShape], widths: dict, num_classes: int):
         super().__init__(widths["stem"], widths["first"], widths["mix"], widths["stem_stride"], num_classes, shapes[-1].c_out)
@@ -108,6 +115,10 @@ class ProxylessSuperNet(Backbone):
                 wk = w[..., k]
                 term = (wk.view(-1, 1, 1, 1) if wk.ndim else wk) * modules[k](x)
                 out = term if out is None else out + term
+            if self.training and self.skip_dropout > 0 and SKIP in names and active[names.index(SKIP)]:
+                wk = w[..., names.index(SKIP)]
+                dropped = F.dropout(x, self.skip_dropout, training=True) - x
+                out = out + (wk.view(-1, 1, 1, 1) if wk.ndim else wk) * dropped
             if out is None:  # a non-residual layer with all-zero weights
                 out = x.new_zeros(x.shape[0], shape.c_out, x.shape[2] // shape.stride, x.shape[3] // shape.stride)
             x = out

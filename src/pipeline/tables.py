@@ -32,26 +32,28 @@ def benchmark_accuracy(group: pd.DataFrame, dataset: str, nb201_path: str | None
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def _summaries(metrics_paths: Iterable[str | Path], dataset: str, kind: str) -> pd.DataFrame:
+def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: str | None = None, latency: dict | None = None) -> pd.DataFrame:
+    """``latency``: the latency filter's summary; rows then show latency and who passed."""
+    by_genotype = {entry["genotype_sha256"]: entry for entry in latency["results"]} if latency else {}
     rows = []
     for path in metrics_paths:
         metrics = artifacts.read_metrics(path)
-        if metrics.kind != kind:
-            raise artifacts.ArtifactError(f"{path}: a {metrics.kind} metrics file, expected a {kind} one")
+        if metrics.kind != "retrain":
+            raise artifacts.ArtifactError(f"{path}: a {metrics.kind} metrics file, expected a retrain one")
         summary = metrics.summary
         if summary.get("dataset") != dataset:
             raise artifacts.ArtifactError(f"{path}: dataset {summary['dataset']!r}, expected {dataset!r}")
+        if latency is not None:
+            entry = by_genotype.get(summary.get("genotype_sha256"))
+            if entry is None:
+                raise artifacts.ArtifactError(f"{path}: the latency results hold no entry for its genotype")
+            summary = {**summary, "latency_ms": entry["latency_ms"], "latency_passed": entry["passed"], "latency_source": entry["source"]}
         rows.append(summary)
     if not rows:
-        raise artifacts.ArtifactError(f"tables: no {kind} metrics given")
+        raise artifacts.ArtifactError("tables: no retrain metrics given")
     runs = pd.DataFrame(rows)
     # Searches on GPU and on CPU do not add up: they get separate rows.
     runs["search_cost_unit"] = [cost_unit(device) for device in runs["search_device"]]
-    return runs
-
-
-def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: str | None = None) -> pd.DataFrame:
-    runs = _summaries(metrics_paths, dataset, "retrain")
     table = []
     keys = ["space", "search_method", "selection_method", "search_cost_unit"]
     for (space, search, selection, unit), group in runs.groupby(keys, sort=True):
@@ -76,11 +78,37 @@ def build_table(metrics_paths: Iterable[str | Path], dataset: str, nb201_path: s
                 "benchmark_test_acc": benchmark_accuracy(group, dataset, nb201_path),
             }
         )
-    return pd.DataFrame(table, columns=list(artifacts.TABLE_COLUMNS))
+        if latency is not None:
+            table[-1].update(_latency_columns(group, latency))
+    columns = list(artifacts.TABLE_COLUMNS) + (list(artifacts.LATENCY_COLUMNS) if latency is not None else [])
+    return pd.DataFrame(table, columns=columns)
+
+
+def _latency_columns(group: pd.DataFrame, latency: dict) -> dict:
+    """Mean latency over the seeds, and how many (and which) seeds' architectures passed."""
+    passed = group[group["latency_passed"].astype(bool)]
+    return {
+        "latency_ms": round(float(group["latency_ms"].mean()), 4),
+        "latency_target_ms": latency["target_ms"],
+        "latency_passed": f"{len(passed)}/{len(group)}",
+        "latency_passed_seeds": " ".join(str(s) for s in sorted(passed["seed"])),
+        "latency_source": ", ".join(sorted(set(group["latency_source"]))),
+    }
 
 
 def build_transfer_table(metrics_paths: Iterable[str | Path], dataset: str) -> pd.DataFrame:
-    runs = _summaries(metrics_paths, dataset, "transfer")
+    rows = []
+    for path in metrics_paths:
+        metrics = artifacts.read_metrics(path)
+        if metrics.kind != "transfer":
+            raise artifacts.ArtifactError(f"{path}: a {metrics.kind} metrics file, expected a transfer one")
+        if metrics.summary.get("dataset") != dataset:
+            raise artifacts.ArtifactError(f"{path}: dataset {metrics.summary['dataset']!r}, expected {dataset!r}")
+        rows.append(metrics.summary)
+    if not rows:
+        raise artifacts.ArtifactError("tables: no transfer metrics given")
+    runs = pd.DataFrame(rows)
+    runs["search_cost_unit"] = [cost_unit(device) for device in runs["search_device"]]
     table = []
     keys = ["source_dataset", "space", "search_method", "selection_method", "search_cost_unit"]
     for (source, space, search, selection, unit), group in runs.groupby(keys, sort=True):
@@ -112,13 +140,19 @@ def build_transfer_table(metrics_paths: Iterable[str | Path], dataset: str) -> p
     return pd.DataFrame(table, columns=list(artifacts.TRANSFER_TABLE_COLUMNS))
 
 
-def run_tables(params: dict, metrics_paths: list[str], out: str | Path) -> pd.DataFrame:
-    """The table of the given metrics files' kind (all of one kind: retrain or transfer)."""
+def run_tables(params: dict, metrics_paths: list[str], out: str | Path, latency: str | Path | None = None) -> pd.DataFrame:
+    """The table of the metrics files' kind: retrain (CIFAR-style) or transfer (ImageNet)."""
     first = artifacts.read_metrics(metrics_paths[0]) if metrics_paths else None
     if first is not None and first.kind == "transfer":
-        table, kind = build_transfer_table(metrics_paths, params["dataset"]), "transfer"
-    else:
-        nb201_path = params.get("benchmarks", {}).get("nb201", {}).get("path")
-        table, kind = build_table(metrics_paths, params["dataset"], nb201_path), "retrain"
-    artifacts.write_table(out, table, kind)
+        if latency is not None:
+            raise artifacts.ArtifactError(f"{latency}: latency columns are for retrain tables, not transfer ones")
+        table = build_transfer_table(metrics_paths, params["dataset"])
+        artifacts.write_table(out, table, kind="transfer")
+        return table
+    nb201_path = params.get("benchmarks", {}).get("nb201", {}).get("path")
+    summary = artifacts.read_latency_filter(latency) if latency is not None else None
+    if summary is not None and summary["dataset"] != params["dataset"]:
+        raise artifacts.ArtifactError(f"{latency}: dataset {summary['dataset']!r}, expected {params['dataset']!r}")
+    table = build_table(metrics_paths, params["dataset"], nb201_path, summary)
+    artifacts.write_table(out, table)
     return table

@@ -81,6 +81,28 @@ def retrain_metrics(wildcards):
     ]
 
 
+def latency_inputs(wildcards):
+    """'measure' reads the prepared data (classes, image size); 'lookup' only the genotype."""
+    if config["latency"]["method"] == "measure":
+        return {"data": DATA.format(dataset=wildcards.dataset)}
+    return {}
+
+
+def latency_files(wildcards):
+    """The latency of every (search, selection, seed) architecture of the dataset."""
+    return [
+        path
+        for search in config["search"]["run"]
+        for path in expand(
+            PATHS["latency"],
+            dataset=wildcards.dataset,
+            search=search,
+            select=selections_for(config, search),
+            seed=config["seeds"],
+        )
+    ]
+
+
 def launcher(stage):
     """`python`, or torchrun with one process per GPU when the stage asks for more than one."""
     gpus = launch_gpus(config, stage)

@@ -49,6 +49,11 @@ class SearchMethod(ABC):
         """Restore what ``state_dict`` returned."""
 
     # -- optional hooks
+    @classmethod
+    def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
+        """Raise ConfigError naming ``key_of(setting)`` if the method cannot search with these
+        settings (e.g. a space it does not support); checked when the config is."""
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         pass
 

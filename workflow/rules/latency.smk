@@ -1,0 +1,59 @@
+# Latency stage (not part of `all`):
+#   snakemake results/tables/latency/cifar10.csv --cores 2 --configfile config/demo.yaml
+rule latency:
+    input:
+        unpack(latency_inputs),
+        genotype=GENOTYPE,
+        code=code_files("latency"),
+    output:
+        PATHS["latency"],
+    log:
+        "logs/latency/{dataset}/{search}/{select}/seed{seed}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: THREADS
+    params:
+        stage=lambda w: stage_json("latency", w, seed=w.seed),
+        data=lambda w, input: f"--data {input.data}" if "data" in input.keys() else "",
+    shell:
+        "python -m pipeline latency --params {params.stage:q} --genotype {input.genotype}"
+        " {params.data} --out {output} --threads {threads} 2> {log}"
+
+
+rule latency_filter:
+    input:
+        latency=latency_files,
+        code=code_files("latency_filter"),
+    output:
+        PATHS["latency_filter"],
+    log:
+        "logs/latency/{dataset}/filter.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        stage=lambda w: stage_json("latency_filter", w),
+    shell:
+        "python -m pipeline latency-filter --params {params.stage:q} --out {output}"
+        " {input.latency} > {log} 2>&1"
+
+
+rule tables_latency:
+    input:
+        metrics=retrain_metrics,
+        latency=PATHS["latency_filter"],
+        code=code_files("tables"),
+    output:
+        report(
+            PATHS["latency_table"],
+            caption="../report/table.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/tables/latency/{dataset}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        stage=lambda w: stage_json("tables", w),
+    shell:
+        "python -m pipeline tables --params {params.stage:q} --latency {input.latency}"
+        " --out {output} {input.metrics} > {log} 2>&1"
