@@ -3,7 +3,9 @@
 Times the retrain stage's own code path: uint8 images resident on the device, augmented
 there (crop, flip, cutout) by BatchLoader, one SGD step per batch through
 pipeline.training.train_epoch, with the DARTS-V2 cell. Timing by torch.utils.benchmark
-(it synchronises CUDA). AMP rows appear on CUDA only (CPU always runs fp32).
+(it synchronises CUDA). AMP rows appear on CUDA only (CPU always runs fp32). On CUDA it
+also counts the host-device synchronisations of one epoch (torch's sync debug mode):
+the loop should make none per batch (fp16's GradScaler makes one per step).
 
     python bench/retrain_throughput.py                          # small CPU network
     python bench/retrain_throughput.py --device cuda --channels 36 --layers 20 --batch-size 96
@@ -12,6 +14,7 @@ pipeline.training.train_epoch, with the DARTS-V2 cell. Timing by torch.utils.ben
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import torch
 from torch.utils import benchmark
@@ -48,9 +51,19 @@ def measure(device: torch.device, channels_last: bool, amp: str, args) -> float:
         train_epoch(net, loader.epoch(0), loader.global_batch_sizes(), optimizer, scaler, criterion, 5.0, device, amp)
 
     epoch()  # warm-up: kernels chosen, caches filled
+    syncs = None
+    if device.type == "cuda":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                epoch()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
     timer = benchmark.Timer(stmt="epoch()", globals={"epoch": epoch})
     seconds = timer.blocked_autorange(min_run_time=args.min_time).median
-    return count / seconds
+    return count / seconds, syncs
 
 
 def main() -> None:
@@ -59,7 +72,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=4, help="batches per timed run")
+    parser.add_argument("--steps", type=int, default=4, help="batches per timed run (one epoch)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--min-time", type=float, default=5.0, help="seconds of timing per row")
     args = parser.parse_args()
@@ -69,14 +82,15 @@ def main() -> None:
     devices = ["cpu"] if devices == ["auto"] else devices
     print(f"DARTS-V2 C={args.channels}, {args.layers} cells, batch {args.batch_size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads")
-    print(f"{'device':<28} {'channels_last':>13} {'amp':>5} {'images/s':>10}")
+    print(f"{'device':<28} {'channels_last':>13} {'amp':>5} {'images/s':>10} {'syncs/epoch':>12}")
     for name in devices:
         device = runtime.resolve_device(name)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         for amp in (("none", "bf16", "fp16") if device.type == "cuda" else ("none",)):
             for channels_last in (False, True):
-                rate = measure(device, channels_last, amp, args)
-                print(f"{label:<28} {str(channels_last):>13} {amp:>5} {rate:>10.1f}")
+                rate, syncs = measure(device, channels_last, amp, args)
+                shown = "-" if syncs is None else str(syncs)
+                print(f"{label:<28} {str(channels_last):>13} {amp:>5} {rate:>10.1f} {shown:>12}")
 
 
 if __name__ == "__main__":

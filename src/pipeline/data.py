@@ -224,7 +224,8 @@ class BatchLoader:
 
     Randomness (order, crops, flips, cutout) comes from a CPU generator seeded per epoch,
     so an epoch's batches are the same on CPU and GPU and after a resume. The images stay
-    on their device: per batch only the indices and the few augmentation draws travel.
+    on their device; the order and the augmentation draws of a whole epoch travel there
+    in one copy, so serving a batch never waits for the device.
 
     With ``shard=(rank, world_size)`` each global batch of ``batch_size`` is split into
     contiguous parts and this loader serves part ``rank``; the augmentation draws are made
@@ -273,15 +274,19 @@ class BatchLoader:
         generator = torch.Generator().manual_seed(seed)
         order = self.indices[torch.randperm(len(self.indices), generator=generator)] if self.shuffle else self.indices
         size = batch_size or self.batch_size
-        for start in range(0, len(order), size):
-            batch = order[start : start + size]
-            draws = augment_draws(self.augment, len(batch), self.images.shape[2:], generator)
-            if len(batch) < self.world_size:
+        starts = range(0, len(order), size)
+        per_batch = [augment_draws(self.augment, min(size, len(order) - start), self.images.shape[2:], generator) for start in starts]
+        # One host-to-device copy per epoch: a blocking copy per batch would wait for the GPU.
+        device = self.images.device
+        order = order.to(device)
+        draws = {name: torch.cat([d[name] for d in per_batch], dim=-1).to(device) for name in (per_batch[0] if per_batch else {})}
+        for start in starts:
+            count = min(size, len(order) - start)
+            if count < self.world_size:
                 continue
-            lo, hi = shard_bounds(len(batch), self.rank, self.world_size)
-            index = batch[lo:hi].to(self.images.device)
-            draws = {name: value[..., lo:hi].to(self.images.device) for name, value in draws.items()}
-            yield self._batch(self.images[index], draws), self.labels[index]
+            lo, hi = (start + bound for bound in shard_bounds(count, self.rank, self.world_size))
+            index = order[lo:hi]
+            yield self._batch(self.images[index], {name: value[..., lo:hi] for name, value in draws.items()}), self.labels[index]
 
     def _batch(self, raw: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         x = raw.float().div_(255.0)

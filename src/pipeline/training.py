@@ -50,7 +50,8 @@ def train_epoch(
 
     The running sums stay on the device and are read once at the end, so a step never
     waits for the GPU."""
-    sums = torch.zeros(2 + len(topk), device=device, dtype=torch.float64)
+    sums = torch.zeros(1 + len(topk), device=device, dtype=torch.float64)
+    count = 0
     steps = zip(batches, global_sizes)
     for (x, y), global_size in runtime.progress(steps, desc=desc, total=len(global_sizes)):
         optimizer.zero_grad(set_to_none=True)
@@ -67,8 +68,9 @@ def train_epoch(
         if after_step is not None:
             after_step()
         with torch.no_grad():
-            sums += torch.stack([loss_sum.detach(), *correct_topk(logits, y, topk), y.new_tensor(len(y))]).double()
-    return _means(world.all_reduce_sum(sums), "train", topk)
+            sums += torch.stack([loss_sum.detach(), *correct_topk(logits, y, topk)]).double()
+        count += len(y)
+    return _means(sums, count, world, "train", topk)
 
 
 @torch.no_grad()
@@ -85,24 +87,26 @@ def evaluate_sharded(
     net = unwrap(model)
     was_training = net.training
     net.eval()
-    sums = torch.zeros(2 + len(topk), device=device, dtype=torch.float64)
+    sums = torch.zeros(1 + len(topk), device=device, dtype=torch.float64)
+    count = 0
     try:
         for x, y in batches:
             with runtime.autocast(device, amp):
                 logits = net(x)
             logits = (logits[0] if isinstance(logits, tuple) else logits).float()
             loss = F.cross_entropy(logits, y, reduction="sum")
-            sums += torch.stack([loss, *correct_topk(logits, y, topk), y.new_tensor(len(y))]).double()
+            sums += torch.stack([loss, *correct_topk(logits, y, topk)]).double()
+            count += len(y)
     finally:
         net.train(was_training)
-    return _means(world.all_reduce_sum(sums), "test", topk)
+    return _means(sums, count, world, "test", topk)
 
 
-def _means(sums: torch.Tensor, prefix: str, topk: Sequence[int]) -> dict[str, float]:
-    values = sums.tolist()
-    count = values[-1]
-    means = {f"{prefix}_loss": values[0] / count}
-    means.update({f"{prefix}_top{k}": 100.0 * v / count for k, v in zip(topk, values[1:-1])})
+def _means(sums: torch.Tensor, count: int, world: World, prefix: str, topk: Sequence[int]) -> dict[str, float]:
+    """Means over every rank's samples from this rank's device sums and sample count."""
+    totals = world.all_reduce_sum(torch.cat([sums, sums.new_tensor([count])])).tolist()
+    means = {f"{prefix}_loss": totals[0] / totals[-1]}
+    means.update({f"{prefix}_top{k}": 100.0 * v / totals[-1] for k, v in zip(topk, totals[1:-1])})
     return means
 
 
