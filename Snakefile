@@ -1,4 +1,4 @@
-# The NAS pipeline: data -> search -> select -> retrain -> tables, plus pictures and plots.
+# The NAS pipeline: data -> search -> select -> retrain (-> transfer, latency) -> tables, plus pictures and plots.
 #   snakemake --cores 2 --configfile config/demo.yaml            (everything: the default target)
 #   snakemake --configfile config/demo.yaml --report results/report.html
 from snakemake.utils import min_version
@@ -18,6 +18,7 @@ include: "workflow/rules/search.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/retrain.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/latency.smk"
 include: "workflow/rules/report.smk"
 
@@ -31,3 +32,4 @@ rule all:
     input:
         table_path(config["dataset"]),
         report_figures(config["dataset"]),
+        transfer_targets(),

@@ -48,13 +48,22 @@ def test_deep_merge_merges_dicts_and_replaces_lists():
         ({"search": {"methods": {"darts_1st": {"order": 3}}}}, "config key 'search.methods.darts_1st.order'"),
         ({"search": {"methods": {"x": {"algorithm": "nope"}}}}, "config key 'search.methods.x.algorithm': unknown search method 'nope'"),
         ({"search": {"settings": {"space": "nope"}}}, "config key 'search.settings.space': unknown search space 'nope'"),
-        ({"dataset": "svhn"}, "config key 'dataset': 'svhn' has no entry"),
+        ({"dataset": "mnist"}, "config key 'dataset': 'mnist' has no entry"),
+        ({"dataset": "svhn"}, "config key 'data.svhn.source.root': file not found: data/raw/svhn"),
         ({"runtime": {"amp": "fp8"}}, "config key 'runtime.amp'"),
         ({"runtime": {"threads": 0}}, "config key 'runtime.threads': 0 is less than the minimum of 1"),
         ({"search": {"settings": {"epochs": 3.0}}}, "config key 'search.settings.epochs': 3.0 is not of type 'integer'"),
         ({"search": {"methods": {"darts_1st": {"arch_betas": [0.5, 1.5]}}}}, "config key 'search.methods.darts_1st.arch_betas.1'"),
         ({"select": {"methods": {"magnitude": {"exclude_ops": ["skip"]}}}}, "config key 'select.methods.magnitude.exclude_ops.0': 'skip' is not one of"),
         ({"search": {"methods": {"darts.v2": {"algorithm": "darts"}}}}, "config key 'search.methods': 'darts.v2' does not match"),
+        ({"retrain": {"per_dataset": {"cifar100": {"drop_path": 0.3}}}}, "config key 'retrain.per_dataset.cifar100.drop_path': unknown key"),
+        ({"retrain": {"per_dataset": {"cifar100": {"drop_path_prob": 2}}}}, "config key 'retrain.per_dataset.cifar100.drop_path_prob': 2 is greater"),
+        ({"retrain": {"per_dataset": {"mnist": {"epochs": 1}}}}, "config key 'retrain.per_dataset.mnist': no entry 'mnist' under 'data'"),
+        ({"retrain": {"gpus": 0}}, "config key 'retrain.gpus': 0 is less than the minimum of 1"),
+        ({"transfer": {"dataset": "imagenet1k"}}, "config key 'transfer.dataset': 'imagenet1k' has no entry under 'data'"),
+        ({"transfer": {"init_channels": 47}}, "config key 'transfer.init_channels'"),
+        ({"transfer": {"enabled": True}}, "config key 'data.imagenet.source.train': file not found: data/raw/imagenet/train"),
+        ({"data": {"imagenet": {"source": {"format": "torchvision", "root": "x"}}}}, "config key 'data.imagenet.source.format': the transfer stage reads 'imagefolder'"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, overlay, message):
@@ -73,7 +82,8 @@ def test_stage_params_hold_only_the_stage_keys():
     assert set(select) == {"dataset", "seed", "method", "options", "runtime"}
     assert select["options"]["exclude_ops"] == ["none"]  # the method's default is filled in
     retrain = stage_params(config, "retrain", seed=0)
-    assert retrain["settings"] == config["retrain"]
+    launch_and_overrides = ("gpus", "per_dataset")
+    assert retrain["settings"] == {k: v for k, v in config["retrain"].items() if k not in launch_and_overrides}
     # Params given directly to a CLI are validated the same way.
     assert validate_stage_params("search", search)["options"]["order"] == 2
     search["settings"]["batch_size"] = 0
@@ -130,3 +140,26 @@ def test_selections_can_differ_per_search_method(tmp_path):
     overlay["select"]["run_for"] = {"darts_3rd": ["magnitude"]}
     with pytest.raises(ConfigError, match=r"config key 'select\.run_for\.darts_3rd': not a method under 'search\.methods'"):
         load_config(write_overlay(tmp_path, overlay))
+
+
+def test_datasets_off_the_default_target_need_no_files_until_asked_for():
+    config = load_config(BASE)  # data/raw/cifar100, svhn and imagenet are not on this machine
+    assert config["data"]["svhn"]["source"]["format"] == "torchvision"
+    transfer = stage_params(config, "transfer", seed=1)
+    assert transfer["dataset"] == "imagenet" and transfer["seed"] == 1
+    assert transfer["source"]["test"] == "data/raw/imagenet/val"
+    assert "gpus" not in transfer["settings"] and "seeds" not in transfer["settings"]
+    papers = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["transfer"]
+    assert (papers["epochs"], papers["layers"], papers["multiply_adds_budget"]) == (250, 14, 600_000_000)
+    assert (papers["lr"], papers["lr_batch_size"], papers["warmup_epochs"]) == (0.1, 256, 5)
+    assert (papers["weight_decay"], papers["label_smoothing"], papers["auxiliary_weight"]) == (3e-5, 0.1, 0.4)
+    with pytest.raises(ConfigError, match="params.source.train"):
+        validate_stage_params("transfer", transfer)
+
+
+def test_transfer_stage_params_are_validated():
+    config = load_config(BASE)
+    transfer = stage_params(config, "transfer", seed=0)
+    transfer["settings"]["gpus"] = 2  # how to launch is not a parameter
+    with pytest.raises(ConfigError, match="params.settings.gpus': unknown key"):
+        validate_stage_params("transfer", transfer)

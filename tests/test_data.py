@@ -139,3 +139,43 @@ def test_data_cli_bad_source_names_file_and_writes_nothing(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "pipeline data: error: config key 'params.source.train': file not found: missing.tar"
     assert not out.exists()
+
+
+def test_shards_of_every_global_batch_make_up_the_one_process_batch(tiny_data):
+    data = load_prepared(tiny_data)
+    common = dict(mean=data.meta["mean"], std=data.meta["std"], augment=Augment(cutout=8), shuffle=True)
+    whole = list(BatchLoader(data.train_images, data.train_labels, None, 25, **common).epoch(seed=3))
+    for world in (2, 3):
+        shards = [list(BatchLoader(data.train_images, data.train_labels, None, 25, shard=(r, world), **common).epoch(seed=3)) for r in range(world)]
+        for index, (x, y) in enumerate(whole):
+            parts = [shard[index] for shard in shards]
+            assert [len(part[1]) for part in parts] == [len(y) * (r + 1) // world - len(y) * r // world for r in range(world)]
+            assert torch.equal(torch.cat([part[0] for part in parts]), x)  # same crops, flips, cutouts
+            assert torch.equal(torch.cat([part[1] for part in parts]), y)
+    # A last global batch smaller than the world is skipped on every rank.
+    loader = BatchLoader(data.train_images, data.train_labels, torch.arange(21), 10, shard=(1, 2), **common)
+    assert loader.global_batch_sizes() == [10, 10] and len(list(loader.epoch(seed=0))) == 2
+
+
+def test_svhn_in_torchvision_format(tmp_path, monkeypatch):
+    import scipy.io
+    import torchvision
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 4)):
+        # SVHN's .mat layout: X is (32, 32, 3, N), y holds 1-10 with 10 for the digit 0.
+        images = rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8)
+        digits = np.arange(count).reshape(-1, 1) % 10
+        scipy.io.savemat(tmp_path / f"{split}_32x32.mat", {"X": images, "y": np.where(digits == 0, 10, digits)})
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)  # not the real files' md5
+    meta = prepare_dataset({"dataset": "svhn", "source": {"format": "torchvision", "root": str(tmp_path)}}, tmp_path / "svhn.pt")
+    assert meta["sizes"] == {"train": 6, "test": 4} and meta["num_classes"] == 10
+    data = load_prepared(tmp_path / "svhn.pt")
+    assert data.train_labels.tolist() == [0, 1, 2, 3, 4, 5]
+    original = scipy.io.loadmat(tmp_path / "train_32x32.mat")["X"]
+    assert torch.equal(data.train_images[2], torch.from_numpy(original[..., 2].transpose(2, 0, 1).copy()))
+
+
+def test_torchvision_format_names_unknown_datasets(tmp_path):
+    with pytest.raises(DataSourceError, match="supports cifar10, cifar100, svhn, not 'mnist'"):
+        prepare_dataset({"dataset": "mnist", "source": {"format": "torchvision", "root": str(tmp_path)}}, tmp_path / "x.pt")

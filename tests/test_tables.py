@@ -122,3 +122,38 @@ def test_an_official_nats_bench_file_replaces_the_vendored_table(tmp_path, monke
     assert calls == [BEST_NB201]
     with pytest.raises(nb201.NB201Error, match="does not exist"):
         nb201.test_accuracy(BEST_NB201, "cifar10", str(tmp_path / "missing"))
+
+
+def transfer_metrics(path, search, top1_error, seed, top5_error=8.0, channels=48, dataset="imagenet", search_seconds=86400.0):
+    keys = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "wall_time")
+    summary = {
+        "test_top1": 100 - top1_error, "test_top5": 100 - top5_error, "top1_error": top1_error, "top5_error": top5_error,
+        "init_channels": channels, "params_m": 4.7, "multiply_adds_m": 530.0, "dataset": dataset, "source_dataset": "cifar10",
+        "space": "darts", "search_method": search, "selection_method": "magnitude", "seed": seed,
+        "search_seconds": search_seconds, "select_seconds": 0.0, "search_device": "cuda:0",
+    }
+    artifacts.write_metrics(path, Metrics("transfer", {k: np.zeros(1) for k in keys}, summary, {}))
+    return path
+
+
+def test_transfer_table_has_top1_top5_width_size_and_cost(tmp_path):
+    paths = [
+        transfer_metrics(tmp_path / "a.h5", "darts_2nd", 26.0, 0, top5_error=8.5),
+        transfer_metrics(tmp_path / "b.h5", "darts_2nd", 27.0, 1, top5_error=8.9),
+        transfer_metrics(tmp_path / "c.h5", "darts_1st", 27.5, 0, channels=50, search_seconds=43200.0),
+    ]
+    table = run_tables({"dataset": "imagenet"}, paths, tmp_path / "imagenet.csv")
+    assert list(table["search_method"]) == ["darts_1st", "darts_2nd"]
+    second = table.iloc[1]
+    assert second["top1_error"] == "26.50 ± 0.71" and second["top5_error_mean"] == pytest.approx(8.7)
+    assert second["init_channels"] == "48" and second["multiply_adds_m"] == 530.0 and second["params_m"] == 4.7
+    assert table.iloc[0]["search_cost"] == pytest.approx(0.5) and table.iloc[0]["search_cost_unit"] == "GPU-days"
+    written = artifacts.read_table(tmp_path / "imagenet.csv", kind="transfer")
+    assert list(written.columns) == list(artifacts.TRANSFER_TABLE_COLUMNS)
+
+
+def test_a_table_takes_one_kind_of_metrics(tmp_path):
+    paths = [transfer_metrics(tmp_path / "a.h5", "darts_2nd", 26.0, 0), retrain_metrics(tmp_path / "b.h5", "darts_2nd", 3.0, 0)]
+    with pytest.raises(artifacts.ArtifactError, match="b.h5: a retrain metrics file, expected a transfer one"):
+        run_tables({"dataset": "imagenet"}, paths, tmp_path / "t.csv")
+    assert not (tmp_path / "t.csv").exists()

@@ -300,3 +300,38 @@ def test_html_report_holds_every_table_picture_and_plot(project):
     assert ">valid_acc<" in embedded(results[f"{search}/curves.svg"])
     assert ">test_acc<" in embedded(results[f"{retrain}/curves.svg"])
     assert ">c_{k-2} → 0<" in embedded(results[f"{search}/alpha_normal.svg"])
+
+
+def test_imagenet_table_target_transfers_the_searched_cells(project):
+    """With an ImageFolder configured, `snakemake results/tables/imagenet.csv` trains the
+    existing genotypes on it and writes the transfer table; the default target stays the
+    CIFAR table (transfer.enabled is false)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    folder = project / "data" / "tiny_imagenet"
+    for split, per_class in (("train", 4), ("val", 2)):
+        for label in range(3):
+            (folder / split / f"class{label}").mkdir(parents=True, exist_ok=True)
+            for index in range(per_class):
+                pixels = np.full((24, 24, 3), 40 * label + index, dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / split / f"class{label}" / f"{index}.png")
+    overlay = {
+        "data": {"imagenet": {"source": {"format": "imagefolder", "train": "data/tiny_imagenet/train", "test": "data/tiny_imagenet/val"}}},
+        "transfer": {"epochs": 1, "layers": 3, "multiply_adds_budget": 300000, "batch_size": 6, "auxiliary_weight": 0.0,
+                     "train_resolution": 32, "eval_resize": 36, "eval_resolution": 32, "eval_batch_size": 6, "workers": 0},
+    }
+    (project / "config" / "imagenet.yaml").write_text(yaml.safe_dump(overlay))
+    configfiles = ["--configfile", "config/demo.yaml", "config/tiny.yaml", "config/imagenet.yaml"]
+    run = lambda *args: subprocess.run([str(BIN / "snakemake"), *args, "--cores", "2", *configfiles],  # noqa: E731
+                                       cwd=project, capture_output=True, text=True, env=env())
+    assert planned_jobs(run("-n")) == {}  # not in the default target
+    result = run("results/tables/imagenet.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rule transfer:" in result.stderr and "rule search:" not in result.stderr  # the genotypes were there
+    table = pd.read_csv(project / "results" / "tables" / "imagenet.csv")
+    assert list(table["search_method"]) == ["darts_1st"] and table["source_dataset"][0] == "cifar10"
+    assert table["multiply_adds_m"][0] <= 0.3 and int(table["init_channels"][0]) % 2 == 0
+    assert 0 <= table["top1_error_mean"][0] <= 100
+    assert planned_jobs(run("-n", "results/tables/imagenet.csv")) == {}

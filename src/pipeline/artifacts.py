@@ -33,6 +33,8 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_KINDS = {
     "supernet": ("epoch", "model", "optimizer", "scheduler", "method", "arch_weights", "history"),
     "retrain": ("epoch", "model", "optimizer", "scheduler", "history"),
+    # network: what rebuilds the model (init_channels, layers, num_classes, setting, auxiliary)
+    "transfer": ("epoch", "model", "optimizer", "scheduler", "history", "network"),
 }
 GENOTYPE_FORMAT = "pipeline.genotype"
 GENOTYPE_VERSION = 1
@@ -59,6 +61,27 @@ TABLE_COLUMNS = (
     "device",
     "benchmark_test_acc",
 )
+TRANSFER_TABLE_COLUMNS = (
+    "dataset",
+    "source_dataset",
+    "space",
+    "search_method",
+    "selection_method",
+    "seeds",
+    "top1_error",
+    "top1_error_mean",
+    "top1_error_std",
+    "top5_error",
+    "top5_error_mean",
+    "top5_error_std",
+    "init_channels",
+    "params_m",
+    "multiply_adds_m",
+    "search_cost",
+    "search_cost_unit",
+    "device",
+)
+TABLE_KINDS = {"retrain": TABLE_COLUMNS, "transfer": TRANSFER_TABLE_COLUMNS}
 # Written after TABLE_COLUMNS when the table is made with latency results.
 LATENCY_COLUMNS = ("latency_ms", "latency_target_ms", "latency_passed", "latency_passed_seeds", "latency_source")
 
@@ -144,7 +167,7 @@ def provenance(params: dict[str, Any], seed: int | None = None, **extra: Any) ->
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, payload: dict[str, Any]) -> None:
-    """Write a checkpoint of ``kind`` ('supernet' or 'retrain'); ``payload`` holds its fields."""
+    """Write a checkpoint of ``kind`` (a key of CHECKPOINT_KINDS); ``payload`` holds its fields."""
     missing = [key for key in CHECKPOINT_KINDS[kind] if key not in payload]
     if missing:
         raise ArtifactError(f"{path}: {kind} checkpoint lacks {', '.join(missing)}")
@@ -309,6 +332,7 @@ class Metrics:
 METRICS_REQUIRED = {
     "search": ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "wall_time"),
     "retrain": ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time"),
+    "transfer": ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "wall_time"),
 }
 
 
@@ -468,11 +492,12 @@ def _check_fields(record: dict, where: str, fields: dict[str, tuple], prefix: st
 # ---------------------------------------------------------------- tables
 
 
-def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    missing = [column for column in TABLE_COLUMNS if column not in table.columns]
+def write_table(path: str | os.PathLike, table: pd.DataFrame, kind: str = "retrain") -> None:
+    """A results table of ``kind`` ('retrain': CIFAR-style, 'transfer': ImageNet-style)."""
+    missing = [column for column in TABLE_KINDS[kind] if column not in table.columns]
     if missing:
         raise ArtifactError(f"{path}: table lacks column {missing[0]!r}")
-    columns = list(TABLE_COLUMNS) + [column for column in LATENCY_COLUMNS if column in table.columns]
+    columns = list(TABLE_KINDS[kind]) + [column for column in LATENCY_COLUMNS if column in table.columns]
     with atomic_path(path) as tmp:
         table.loc[:, columns].to_csv(tmp, index=False)
 
@@ -492,7 +517,7 @@ def write_table_metrics(path: str | os.PathLike, table: pd.DataFrame) -> None:
     write_bytes_atomic(path, (json.dumps(nested, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, kind: str = "retrain") -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: table file not found")
@@ -500,7 +525,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not a readable CSV table ({exc.__class__.__name__})") from None
-    missing = [column for column in TABLE_COLUMNS if column not in table.columns]
+    missing = [column for column in TABLE_KINDS[kind] if column not in table.columns]
     if missing:
         raise ArtifactError(f"{path}: table lacks column {missing[0]!r}")
     return table

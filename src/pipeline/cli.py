@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 from pipeline.artifacts import ArtifactError
-from pipeline.config import ConfigError, load_config, stage_params, validate_stage_params
+from pipeline.config import ConfigError, load_config, stage_params, transfer_block, validate_stage_params
 from pipeline.data import DataSourceError
 from pipeline.latency import LatencyError
 from pipeline.pictures import PictureError
 from pipeline.plots import PlotError
 from pipeline.registry import UnknownNameError
-from pipeline.runtime import RuntimeConfigError
+from pipeline.runtime import RuntimeConfigError, is_main_process
 from pipeline.select.base import SelectionError
 from pipeline.training import PREEMPTED_EXIT, Preempted, stop_on_signal
 
@@ -70,13 +70,14 @@ def _params(args: argparse.Namespace, stage: str) -> dict:
             raise ConfigError(f"--params: not valid JSON ({exc.msg})") from None
         return validate_stage_params(stage, params)
     config = _config(args)
-    keys = {"dataset": args.dataset or config["dataset"]}
+    default = transfer_block(config)["dataset"] if stage == "transfer" else config["dataset"]
+    keys = {"dataset": args.dataset or default}
     if stage in ("search", "select"):
         section = config[stage]["methods"]
         if args.method not in section:
             raise ConfigError(f"--method: {args.method!r} is not under '{stage}.methods' (known: {', '.join(section)})")
         keys["method"] = args.method
-    if stage in ("search", "select", "retrain", "latency"):
+    if stage in ("search", "select", "retrain", "transfer", "latency"):
         if args.seed is None:
             raise ConfigError("--seed: required with --config")
         keys["seed"] = args.seed
@@ -116,7 +117,19 @@ def cmd_retrain(args):
     params = _params(args, "retrain")
     with stop_on_signal():
         summary = run_retrain(params, args.genotype, args.data, args.out_dir, threads=_threads(args))
-    print(f"test accuracy {summary['test_acc']:.2f}%, {summary['params_m']:.3f}M parameters")
+    if is_main_process():
+        print(f"test accuracy {summary['test_acc']:.2f}%, {summary['params_m']:.3f}M parameters")
+
+
+def cmd_transfer(args):
+    from pipeline.transfer import run_transfer
+
+    summary = run_transfer(_params(args, "transfer"), args.genotype, args.out_dir, threads=_threads(args))
+    if is_main_process():
+        print(
+            f"top-1 {summary['test_top1']:.2f}%, top-5 {summary['test_top5']:.2f}%, C={summary['init_channels']}, "
+            f"{summary['params_m']:.3f}M parameters, {summary['multiply_adds_m']:.1f}M multiply-adds"
+        )
 
 
 def cmd_tables(args):
@@ -237,12 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
     p.set_defaults(func=cmd_retrain)
 
-    p = sub.add_parser("tables", help="aggregate retrain results into a table")
+    p = sub.add_parser("transfer", help="train a searched cell on ImageNet (mobile setting)")
+    _add_params(p, "seed")
+    p.add_argument("--genotype", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("tables", help="aggregate retrain (or transfer) results into a table")
     _add_params(p)
     p.add_argument("--out", required=True)
     p.add_argument("--latency", help="latency-filter output: add each row's latency and whether it passed")
     p.add_argument("--metrics-out", help="also write the table's numbers as JSON (for dvc metrics)")
-    p.add_argument("metrics", nargs="+", help="retrain metrics.h5 files")
+    p.add_argument("metrics", nargs="+", help="retrain metrics.h5 files, or transfer ones")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("latency", help="latency of a selected architecture (measured or looked up)")

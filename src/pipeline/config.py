@@ -119,8 +119,23 @@ def validate_config(config: dict) -> None:
     _validate(config, schema())
     if config["dataset"] not in config["data"]:
         raise ConfigError(f"config key 'dataset': {config['dataset']!r} has no entry under 'data'")
+    # Every entry's layout is checked; files only where the default target reads them
+    # (other datasets may live on another machine until a target asks for them).
+    in_use = {config["dataset"]}
+    transfer = config.get("transfer")
+    if transfer is not None:
+        if transfer["dataset"] not in config["data"]:
+            raise ConfigError(f"config key 'transfer.dataset': {transfer['dataset']!r} has no entry under 'data'")
+        _check_transfer_source(config["data"][transfer["dataset"]], f"data.{transfer['dataset']}", exists=transfer["enabled"])
     for name, entry in config["data"].items():
-        _check_source(entry["source"], f"data.{name}.source")
+        _check_source(entry["source"], f"data.{name}.source", exists=name in in_use)
+    for name, override in config["retrain"].get("per_dataset", {}).items():
+        if name not in config["data"]:
+            raise ConfigError(f"config key 'retrain.per_dataset.{name}': no entry {name!r} under 'data'")
+        merged = {**_retrain_base(config["retrain"]), **override}
+        _validate(merged, {"$defs": schema()["$defs"], "$ref": "#/$defs/retrain"}, prefix=f"retrain.per_dataset.{name}.")
+        if set(override) & LAUNCH_KEYS:
+            raise ConfigError(f"config key 'retrain.per_dataset.{name}': {sorted(set(override) & LAUNCH_KEYS)[0]!r} cannot differ per dataset")
     spaces_used = {"search.settings.space": config["search"]["settings"]["space"]}
     for name in config["search"]["methods"]:
         settings = search_settings(config, name)
@@ -206,18 +221,31 @@ def search_settings(config: dict, method: str) -> dict:
     return {**copy.deepcopy(config["search"]["settings"]), **copy.deepcopy(overrides)}
 
 
-def _check_source(source: dict, key: str) -> None:
+def _check_source(source: dict, key: str, exists: bool = True) -> None:
     if source["format"] == "imagefolder":
         for split in ("train", "test"):
             if split not in source:
                 raise ConfigError(f"config key '{key}.{split}': required for format 'imagefolder'")
-            if not Path(source[split]).exists():
+            if exists and not Path(source[split]).exists():
                 raise ConfigError(f"config key '{key}.{split}': file not found: {source[split]}")
     else:
         if "root" not in source:
             raise ConfigError(f"config key '{key}.root': required for format 'torchvision'")
-        if not source.get("download", False) and not Path(source["root"]).exists():
+        if exists and not source.get("download", False) and not Path(source["root"]).exists():
             raise ConfigError(f"config key '{key}.root': file not found: {source['root']} (set download: true to fetch it)")
+
+
+def _check_transfer_source(entry: dict, key: str, exists: bool = True) -> None:
+    """The transfer stage streams an ImageFolder: two directories, no subset."""
+    if entry["source"]["format"] != "imagefolder":
+        raise ConfigError(f"config key '{key}.source.format': the transfer stage reads 'imagefolder' directories")
+    if "subset" in entry:
+        raise ConfigError(f"config key '{key}.subset': not supported for the transfer stage's streamed data")
+    _check_source(entry["source"], f"{key}.source", exists)
+    for split in ("train", "test"):
+        path = Path(entry["source"][split])
+        if exists and not path.is_dir():
+            raise ConfigError(f"config key '{key}.source.{split}': {path} is not a directory (the transfer stage streams class folders)")
 
 
 # ---------------------------------------------------------------- stages: paths, code, parameters
@@ -229,6 +257,8 @@ PATHS = {
     "genotype": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.json",
     "retrain_dir": "results/retrain/{dataset}/{search}/{select}/seed{seed}",
     "table": "results/tables/{dataset}.csv",
+    # {target}: the dataset transferred to; {dataset}: the one the genotype was searched on
+    "transfer_dir": "results/transfer/{target}/{dataset}/{search}/{select}/seed{seed}",
     "latency": "results/latency/{dataset}/{search}/{select}/seed{seed}/latency.json",
     "latency_filter": "results/latency/{dataset}/filter.json",
     "latency_table": "results/tables/latency/{dataset}.csv",
@@ -249,7 +279,11 @@ STAGE_CODE = {
     "data": ["data.py"],
     "search": ["search", *SPACE_CODE, "data.py", "training.py", "runtime.py", "latency.py", "benchmarks/pixel1_mobile_lut.yaml"],
     "select": ["select", *SPACE_CODE],
-    "retrain": ["retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py"],
+    "retrain": ["retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py", "distributed.py"],
+    "transfer": [
+        "transfer.py", "streaming.py", "retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py",
+        "distributed.py",
+    ],
     "tables": ["tables.py", "nb201.py"],
     "latency": [
         "latency.py", *SPACE_CODE, "runtime.py", "benchmarks/pixel1_mobile_lut.yaml", "benchmarks/nb201_latency_ms.csv.gz",
@@ -259,6 +293,31 @@ STAGE_CODE = {
 }
 
 NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers
+# How a job is launched, not what it computes: not part of the stage parameters.
+LAUNCH_KEYS = {"gpus"}
+TRANSFER_SELECTION_KEYS = {"dataset", "seeds", "enabled"}
+
+
+def _retrain_base(block: dict) -> dict:
+    return {key: value for key, value in block.items() if key not in LAUNCH_KEYS | {"per_dataset"}}
+
+
+def retrain_settings(config: dict, dataset: str) -> dict:
+    """The retrain settings for ``dataset``: the common ones with its per-dataset overrides."""
+    block = config["retrain"]
+    return {**copy.deepcopy(_retrain_base(block)), **copy.deepcopy(block.get("per_dataset", {}).get(dataset, {}))}
+
+
+def transfer_block(config: dict) -> dict:
+    if "transfer" not in config:
+        raise ConfigError("config key 'transfer': required for the transfer stage")
+    return config["transfer"]
+
+
+def launch_gpus(config: dict, stage: str) -> int:
+    """Processes (GPUs) a job of ``stage`` runs on; above 1 it is launched by torchrun."""
+    block = config.get(stage) or {}
+    return int(block.get("gpus", 1))
 
 
 def _runtime(config: dict) -> dict:
@@ -289,7 +348,18 @@ def stage_params(config: dict, stage: str, **keys: Any) -> dict:
         block = method_options(select.METHODS, config["select"]["methods"][name], f"select.methods.{name}")
         return {"dataset": dataset, "seed": int(keys["seed"]), "method": name, "options": block, "runtime": _runtime(config)}
     if stage == "retrain":
-        return {"dataset": dataset, "seed": int(keys["seed"]), "settings": copy.deepcopy(config["retrain"]), "runtime": _runtime(config)}
+        return {"dataset": dataset, "seed": int(keys["seed"]), "settings": retrain_settings(config, dataset), "runtime": _runtime(config)}
+    if stage == "transfer":
+        block = transfer_block(config)
+        target = keys.get("dataset", block["dataset"])
+        settings = {key: value for key, value in block.items() if key not in LAUNCH_KEYS | TRANSFER_SELECTION_KEYS}
+        return {
+            "dataset": target,
+            "seed": int(keys["seed"]),
+            "source": copy.deepcopy(config["data"][target]["source"]),
+            "settings": copy.deepcopy(settings),
+            "runtime": _runtime(config),
+        }
     if stage == "tables":
         nb201_path = config.get("benchmarks", {}).get("nb201", {}).get("path")
         return {"dataset": dataset, "benchmarks": {"nb201": {"path": nb201_path}}}
@@ -298,7 +368,7 @@ def stage_params(config: dict, stage: str, **keys: Any) -> dict:
         params = {"dataset": dataset, "seed": int(keys["seed"]), "method": block["method"]}
         if block["method"] == "lookup":
             return {**params, "lookup": copy.deepcopy(block["lookup"])}
-        retrain = {key: config["retrain"][key] for key in ("init_channels", "layers")}
+        retrain = {key: retrain_settings(config, dataset)[key] for key in ("init_channels", "layers")}
         return {**params, "measure": copy.deepcopy(block["measure"]), "retrain": retrain, "runtime": _runtime(config)}
     if stage == "latency_filter":
         return {"dataset": dataset, "target_ms": config["latency"]["target_ms"]}
@@ -337,6 +407,16 @@ STAGE_SCHEMAS = {
             "runtime": {"type": "object"},
         },
     },
+    "transfer": {
+        "required": ["dataset", "seed", "source", "settings", "runtime"],
+        "properties": {
+            "dataset": {"type": "string"},
+            "seed": {"type": "integer", "minimum": 0},
+            "source": {"type": "object"},
+            "settings": {"$ref": "#/$defs/transfer_settings"},
+            "runtime": {"type": "object"},
+        },
+    },
     "tables": {
         "required": ["dataset"],
         "properties": {"dataset": {"type": "string"}, "benchmarks": {"$ref": "#/$defs/benchmarks"}},
@@ -368,17 +448,29 @@ STAGE_SCHEMAS = {
 }
 
 
+def _transfer_settings_schema(full: dict) -> dict:
+    """The transfer block without the keys that choose what to run (not stage parameters)."""
+    block = copy.deepcopy(full["$defs"]["transfer"])
+    for key in LAUNCH_KEYS | TRANSFER_SELECTION_KEYS:
+        block["properties"].pop(key, None)
+    block["required"] = [key for key in block["required"] if key not in TRANSFER_SELECTION_KEYS]
+    return block
+
+
 def validate_stage_params(stage: str, params: Any) -> dict:
     """Check parameters handed to a stage CLI directly (``--params``)."""
     from pipeline import search, select
 
     full = schema()
+    full["$defs"]["transfer_settings"] = _transfer_settings_schema(full)
     stage_schema = {"type": "object", "additionalProperties": False, "$defs": full["$defs"], **STAGE_SCHEMAS[stage]}
     _validate(params, stage_schema, prefix="params.")
     if stage == "data":
         entry = {key: value for key, value in params.items() if key != "dataset"}
         _validate(entry, {"$defs": full["$defs"], "$ref": "#/$defs/data_entry"}, "params.")
         _check_source(params["source"], "params.source")
+    if stage == "transfer":
+        _check_transfer_source({"source": params["source"]}, "params")
     if stage in ("search", "select"):
         registry = search.METHODS if stage == "search" else select.METHODS
         params["options"] = method_options(registry, params["options"], "params.options")

@@ -11,7 +11,17 @@ from typing import Any, Iterable
 
 import yaml
 
-from pipeline.config import PATHS, STAGE_CODE, NUMERIC_RUNTIME, load_config, read_yaml, selections_for
+from pipeline.config import (
+    LAUNCH_KEYS,
+    NUMERIC_RUNTIME,
+    PATHS,
+    STAGE_CODE,
+    TRANSFER_SELECTION_KEYS,
+    launch_gpus,
+    load_config,
+    read_yaml,
+    selections_for,
+)
 
 CODE_ROOT = "src/pipeline"
 
@@ -36,6 +46,11 @@ def _params(files: dict[str, dict], keys: Iterable[str]) -> list[dict[str, list[
 
 def _code(stage: str) -> list[str]:
     return [f"{CODE_ROOT}/{name}" for name in STAGE_CODE[stage]]
+
+
+def _launcher(config: dict, stage: str) -> str:
+    gpus = launch_gpus(config, stage)
+    return "python" if gpus == 1 else f"torchrun --standalone --nproc_per_node {gpus}"
 
 
 def _latency_stage(stages, cli, files, config, genotype, data_out, keys, select) -> str:
@@ -78,7 +93,8 @@ def _latency_table_stages(stages, cli, files, dataset, metrics, latency_files) -
 def render_dvc_yaml(config_paths: list[str]) -> str:
     config = load_config(config_paths)
     files = {str(path): read_yaml(path) for path in config_paths}
-    cli = "python -m pipeline {stage} " + " ".join(f"--config {path}" for path in config_paths)
+    configs = " ".join(f"--config {path}" for path in config_paths)
+    cli = "python -m pipeline {stage} " + configs
     runtime_keys = [f"runtime.{key}" for key in NUMERIC_RUNTIME]
     dataset = config["dataset"]
     stages: dict[str, dict] = {}
@@ -115,7 +131,7 @@ def render_dvc_yaml(config_paths: list[str]) -> str:
                     "outs": [genotype],
                 }
                 stages[f"retrain_{dataset}_{search}_{select}_seed{seed}"] = {
-                    "cmd": f"{cli.format(stage='retrain')} --dataset {dataset} --seed {seed}"
+                    "cmd": f"{_launcher(config, 'retrain')} -m pipeline retrain {configs} --dataset {dataset} --seed {seed}"
                     f" --genotype {genotype} --data {data_out} --out-dir {retrain_dir}",
                     "deps": [genotype, data_out] + _code("retrain"),
                     "params": _params(files, ["retrain"] + runtime_keys),
@@ -135,6 +151,9 @@ def render_dvc_yaml(config_paths: list[str]) -> str:
         "metrics": [table_metrics],
         "plots": [{table: {"x": "test_error_mean", "y": "search_method", "template": "bar_horizontal"}}],
     }
+    transfer = config.get("transfer")
+    if transfer is not None and transfer["enabled"]:
+        stages.update(_transfer_stages(config, files, configs, runtime_keys))
     if "latency" in config:
         _latency_table_stages(stages, cli, files, dataset, metrics, latency_files)
     header = (
@@ -143,3 +162,34 @@ def render_dvc_yaml(config_paths: list[str]) -> str:
         + " --out dvc.yaml`; regenerate rather than edit.\n"
     )
     return header + yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)
+
+
+def _transfer_stages(config: dict, files: dict[str, dict], configs: str, runtime_keys: list[str]) -> dict[str, dict]:
+    """The transfer jobs and their table (only when ``transfer.enabled``, as in Snakemake's 'all')."""
+    transfer, dataset = config["transfer"], config["dataset"]
+    target = transfer["dataset"]
+    source = config["data"][target]["source"]
+    setting_keys = [f"transfer.{key}" for key in transfer if key not in LAUNCH_KEYS | TRANSFER_SELECTION_KEYS]
+    stages: dict[str, dict] = {}
+    metrics = []
+    for search in config["search"]["run"]:
+        for select in selections_for(config, search):
+            for seed in transfer["seeds"]:
+                keys = {"dataset": dataset, "search": search, "select": select, "seed": seed}
+                genotype = PATHS["genotype"].format(**keys)
+                out_dir = PATHS["transfer_dir"].format(target=target, **keys)
+                stages[f"transfer_{target}_{dataset}_{search}_{select}_seed{seed}"] = {
+                    "cmd": f"{_launcher(config, 'transfer')} -m pipeline transfer {configs} --dataset {target} --seed {seed}"
+                    f" --genotype {genotype} --out-dir {out_dir}",
+                    "deps": [genotype, source["train"], source["test"]] + _code("transfer"),
+                    "params": _params(files, [f"data.{target}"] + setting_keys + runtime_keys),
+                    "outs": [f"{out_dir}/model.pt", f"{out_dir}/metrics.h5"],
+                }
+                metrics.append(f"{out_dir}/metrics.h5")
+    table = PATHS["table"].format(dataset=target)
+    stages[f"tables_{target}"] = {
+        "cmd": f"python -m pipeline tables {configs} --dataset {target} --out {table} " + " ".join(metrics),
+        "deps": metrics + _code("tables"),
+        "outs": [table],
+    }
+    return stages

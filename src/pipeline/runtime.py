@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import sys
 from typing import Iterable, TypeVar
@@ -51,11 +52,18 @@ def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def is_main_process() -> bool:
+    """False in the ranks other than 0 of a torchrun (DDP) job: they stay quiet."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, leave: bool = False) -> Iterable[T]:
     """A tqdm bar on a terminal; in a batch log (not a TTY) it stays silent."""
-    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    quiet = not sys.stderr.isatty() or not is_main_process()
+    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=quiet, dynamic_ncols=True)
 
 
 def log(message: str) -> None:
-    """One line for logs (epoch summaries), written past any progress bar."""
-    tqdm.write(message, file=sys.stderr)
+    """One line for logs (epoch summaries), written past any progress bar; rank 0 only."""
+    if is_main_process():
+        tqdm.write(message, file=sys.stderr)

@@ -1,4 +1,7 @@
-"""Tables stage: one row per (search method, selection method) in the papers' format."""
+"""Tables stage: one row per (search method, selection method) in the papers' format.
+
+Retrain metrics make the CIFAR-style table (test error); transfer metrics the ImageNet
+one (top-1 and top-5 error, width, parameters, multiply-adds)."""
 
 from __future__ import annotations
 
@@ -93,9 +96,61 @@ def _latency_columns(group: pd.DataFrame, latency: dict) -> dict:
     }
 
 
+def build_transfer_table(metrics_paths: Iterable[str | Path], dataset: str) -> pd.DataFrame:
+    rows = []
+    for path in metrics_paths:
+        metrics = artifacts.read_metrics(path)
+        if metrics.kind != "transfer":
+            raise artifacts.ArtifactError(f"{path}: a {metrics.kind} metrics file, expected a transfer one")
+        if metrics.summary.get("dataset") != dataset:
+            raise artifacts.ArtifactError(f"{path}: dataset {metrics.summary['dataset']!r}, expected {dataset!r}")
+        rows.append(metrics.summary)
+    if not rows:
+        raise artifacts.ArtifactError("tables: no transfer metrics given")
+    runs = pd.DataFrame(rows)
+    runs["search_cost_unit"] = [cost_unit(device) for device in runs["search_device"]]
+    table = []
+    keys = ["source_dataset", "space", "search_method", "selection_method", "search_cost_unit"]
+    for (source, space, search, selection, unit), group in runs.groupby(keys, sort=True):
+        top1, top1_std = mean_std(group["top1_error"])
+        top5, top5_std = mean_std(group["top5_error"])
+        cost = ((group["search_seconds"] + group["select_seconds"]) / SECONDS_PER[unit]).mean()
+        table.append(
+            {
+                "dataset": dataset,
+                "source_dataset": source,
+                "space": space,
+                "search_method": search,
+                "selection_method": selection,
+                "seeds": " ".join(str(s) for s in sorted(group["seed"])),
+                "top1_error": f"{top1:.2f} ± {top1_std:.2f}",
+                "top1_error_mean": round(top1, 4),
+                "top1_error_std": round(top1_std, 4),
+                "top5_error": f"{top5:.2f} ± {top5_std:.2f}",
+                "top5_error_mean": round(top5, 4),
+                "top5_error_std": round(top5_std, 4),
+                "init_channels": " ".join(str(c) for c in sorted(set(group["init_channels"]))),
+                "params_m": round(float(group["params_m"].mean()), 4),
+                "multiply_adds_m": round(float(group["multiply_adds_m"].mean()), 2),
+                "search_cost": round(float(cost), 6),
+                "search_cost_unit": unit,
+                "device": ",".join(sorted(set(group["search_device"]))),
+            }
+        )
+    return pd.DataFrame(table, columns=list(artifacts.TRANSFER_TABLE_COLUMNS))
+
+
 def run_tables(
     params: dict, metrics_paths: list[str], out: str | Path, latency: str | Path | None = None, metrics_out: str | Path | None = None
 ) -> pd.DataFrame:
+    """The table of the metrics files' kind: retrain (CIFAR-style) or transfer (ImageNet)."""
+    first = artifacts.read_metrics(metrics_paths[0]) if metrics_paths else None
+    if first is not None and first.kind == "transfer":
+        if latency is not None:
+            raise artifacts.ArtifactError(f"{latency}: latency columns are for retrain tables, not transfer ones")
+        table = build_transfer_table(metrics_paths, params["dataset"])
+        artifacts.write_table(out, table, kind="transfer")
+        return table
     nb201_path = params.get("benchmarks", {}).get("nb201", {}).get("path")
     summary = artifacts.read_latency_filter(latency) if latency is not None else None
     if summary is not None and summary["dataset"] != params["dataset"]:

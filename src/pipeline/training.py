@@ -1,4 +1,5 @@
-"""Pieces shared by the training loops (search, retrain): seeds, evaluation, resume."""
+"""Pieces shared by the training loops (search, retrain, transfer): seeds, epochs,
+evaluation, resume."""
 
 from __future__ import annotations
 
@@ -6,18 +7,110 @@ import contextlib
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pipeline import artifacts, runtime
 from pipeline.data import BatchLoader
+from pipeline.distributed import World, unwrap
+
+# criterion(logits, logits_aux or None, labels) -> loss summed over the batch
+Criterion = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     """Seed of one epoch's data stream: a resumed run replays exactly the same batches."""
     return (seed * 1_000_003 + epoch) * 4 + stream
+
+
+def correct_topk(logits: torch.Tensor, labels: torch.Tensor, topk: Sequence[int]) -> list[torch.Tensor]:
+    """Per k, how many labels are among the k highest logits (on the logits' device)."""
+    ranked = logits.topk(min(max(topk), logits.size(1)), dim=1).indices
+    hits = ranked == labels.view(-1, 1)
+    return [hits[:, :k].sum() for k in topk]
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    global_sizes: Sequence[int],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    criterion: Criterion,
+    grad_clip: float,
+    device: torch.device,
+    amp: str,
+    world: World = World(),
+    after_step: Callable[[], None] | None = None,
+    topk: Sequence[int] = (1,),
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass over ``batches`` (this rank's shards of global batches of ``global_sizes``);
+    returns the mean loss and top-k accuracies (percent) over all ranks' samples.
+
+    The running sums stay on the device and are read once at the end, so a step never
+    waits for the GPU."""
+    sums = torch.zeros(1 + len(topk), device=device, dtype=torch.float64)
+    count = 0
+    steps = zip(batches, global_sizes)
+    for (x, y), global_size in runtime.progress(steps, desc=desc, total=len(global_sizes)):
+        optimizer.zero_grad(set_to_none=True)
+        with runtime.autocast(device, amp):
+            logits, logits_aux = model(x)
+            loss_sum = criterion(logits.float(), None if logits_aux is None else logits_aux.float(), y)
+        # DDP averages gradients over ranks; this scale makes the result the gradient of
+        # the global batch's mean loss, also when shards differ in size.
+        scaler.scale(loss_sum * (world.world_size / global_size)).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if after_step is not None:
+            after_step()
+        with torch.no_grad():
+            sums += torch.stack([loss_sum.detach(), *correct_topk(logits, y, topk)]).double()
+        count += len(y)
+    return _means(sums, count, world, "train", topk)
+
+
+@torch.no_grad()
+def evaluate_sharded(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    amp: str,
+    world: World = World(),
+    topk: Sequence[int] = (1,),
+) -> dict[str, float]:
+    """Mean cross-entropy and top-k accuracies (percent) over every rank's ``batches``, with
+    BN running statistics; ``model`` may be the DDP wrapper (its module is used)."""
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    sums = torch.zeros(1 + len(topk), device=device, dtype=torch.float64)
+    count = 0
+    try:
+        for x, y in batches:
+            with runtime.autocast(device, amp):
+                logits = net(x)
+            logits = (logits[0] if isinstance(logits, tuple) else logits).float()
+            loss = F.cross_entropy(logits, y, reduction="sum")
+            sums += torch.stack([loss, *correct_topk(logits, y, topk)]).double()
+            count += len(y)
+    finally:
+        net.train(was_training)
+    return _means(sums, count, world, "test", topk)
+
+
+def _means(sums: torch.Tensor, count: int, world: World, prefix: str, topk: Sequence[int]) -> dict[str, float]:
+    """Means over every rank's samples from this rank's device sums and sample count."""
+    totals = world.all_reduce_sum(torch.cat([sums, sums.new_tensor([count])])).tolist()
+    means = {f"{prefix}_loss": totals[0] / totals[-1]}
+    means.update({f"{prefix}_top{k}": 100.0 * v / totals[-1] for k, v in zip(topk, totals[1:-1])})
+    return means
 
 
 @torch.no_grad()
@@ -32,19 +125,19 @@ def evaluate(model, loader: BatchLoader, forward_kwargs: dict, device, amp: str,
     was_training = model.training
     saved = {name: b.clone() for name, b in model.named_buffers()} if bn == "batch" else {}
     model.train(bn == "batch")
-    total_loss, correct = 0.0, 0
+    sums = torch.zeros(2, device=device, dtype=torch.float64)
     try:
         for x, y in runtime.progress(loader.epoch(seed=0), desc="evaluate", total=len(loader)):
             with runtime.autocast(device, amp):
                 logits = model(x, **forward_kwargs)
-            logits = logits[0] if isinstance(logits, tuple) else logits
-            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            correct += (logits.argmax(dim=1) == y).sum().item()
+            logits = (logits[0] if isinstance(logits, tuple) else logits).float()
+            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(dim=1) == y).sum()]).double()
     finally:
         for name, buffer in model.named_buffers():
             if name in saved:
                 buffer.copy_(saved[name])
         model.train(was_training)
+    total_loss, correct = sums.tolist()
     return total_loss / loader.num_samples, 100.0 * correct / loader.num_samples
 
 
@@ -65,26 +158,37 @@ def load_resume_state(path: Path, kind: str, key: dict[str, Any]) -> dict[str, A
     return state
 
 
-def training_state(epoch: int, model, optimizer, scheduler, scaler, history: dict) -> dict[str, Any]:
-    """The checkpoint fields every training loop saves (kinds add their own)."""
-    return {
+def training_state(epoch: int, model, optimizer, scheduler, scaler, history: dict, world: World = World()) -> dict[str, Any]:
+    """The checkpoint fields every training loop saves (kinds add their own). Collective
+    under DDP (every rank's RNG state is gathered): call it on every rank."""
+    rng = artifacts.rng_state()
+    state = {
         "epoch": epoch,
-        "model": model.state_dict(),
+        "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
-        "rng": artifacts.rng_state(),
+        "rng": rng,
         "history": history,
     }
+    if world.distributed:
+        state["rng_ranks"] = world.all_gather_object(rng)
+    return state
 
 
-def restore_training_state(state: dict[str, Any], model, optimizer, scheduler, scaler) -> tuple[dict, int]:
-    """Load what ``training_state`` saved; returns (history, completed epochs)."""
-    model.load_state_dict(state["model"])
+def restore_training_state(state: dict[str, Any], model, optimizer, scheduler, scaler, world: World = World()) -> tuple[dict, int]:
+    """Load what ``training_state`` saved; returns (history, completed epochs). Each rank
+    gets its own RNG state back when the checkpoint was made by as many ranks."""
+    unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
-    artifacts.set_rng_state(state["rng"])
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if len(ranks) == world.world_size:
+        artifacts.set_rng_state(ranks[world.rank])
+    elif world.is_main:
+        artifacts.set_rng_state(state["rng"])
+        runtime.log(f"checkpoint made by {len(ranks)} process(es), resumed by {world.world_size}: random streams differ from an uninterrupted run")
     return state["history"], state["epoch"]
 
 

@@ -9,6 +9,7 @@ from pipeline.config import (
     STAGE_CODE,
     ConfigError,
     search_settings,
+    launch_gpus,
     selections_for,
     stage_params,
     validate_config,
@@ -28,10 +29,12 @@ DATA = PATHS["data"]
 SEARCH_DIR = PATHS["search_dir"]
 GENOTYPE = PATHS["genotype"]
 RETRAIN_DIR = PATHS["retrain_dir"]
+TRANSFER_DIR = PATHS["transfer_dir"]
 
 
 wildcard_constraints:
     dataset="[a-z0-9_]+",
+    target="[a-z0-9_]+",
     search="[A-Za-z0-9_-]+",
     select="[A-Za-z0-9_-]+",
     seed="[0-9]+",
@@ -110,6 +113,8 @@ def slurm_resources(stage):
             for key in RESOURCE_KEYS
         }
     resources = job_resources(config, stage)
+    if stage in ("retrain", "transfer"):  # DDP: one GPU per torchrun process
+        resources["gpu"] = gpu_resource(stage) or None
     return {key: value for key, value in resources.items() if value is not None}
 
 
@@ -133,3 +138,53 @@ def report_figures(dataset):
         figures += expand(PATHS["genotype_picture"], **keys)
         figures += expand(PATHS["retrain_plots"], **keys)
     return figures
+def launcher(stage):
+    """`python`, or torchrun with one process per GPU when the stage asks for more than one."""
+    gpus = launch_gpus(config, stage)
+    if gpus == 1:
+        return "python"
+    return f"torchrun --standalone --nproc_per_node {gpus}"
+
+
+def gpu_resource(stage):
+    """GPUs a job of the stage reserves (the Slurm executor's `gpu` resource); none on CPU."""
+    return 0 if config["runtime"]["device"] == "cpu" else launch_gpus(config, stage)
+
+
+def transfer_json(wildcards):
+    """The transfer job's own parameters; Snakemake reruns the job when they change."""
+    params = stage_params(
+        config, "transfer", dataset=wildcards.target, seed=wildcards.seed
+    )
+    return json.dumps(params, sort_keys=True)
+
+
+def transfer_source_dirs(wildcards):
+    """The ImageFolder directories (their mtimes: replacing one reruns the job)."""
+    source = config["data"][wildcards.target]["source"]
+    return sorted(
+        {source[split] for split in ("train", "test") if Path(source[split]).exists()}
+    )
+
+
+def transfer_metrics(wildcards):
+    """Every transferred (search, selection, seed) result; selections per search method."""
+    return [
+        path
+        for search in config["search"]["run"]
+        for path in expand(
+            f"{TRANSFER_DIR}/metrics.h5",
+            target=config["transfer"]["dataset"],
+            dataset=config["dataset"],
+            search=search,
+            select=selections_for(config, search),
+            seed=config["transfer"]["seeds"],
+        )
+    ]
+
+
+def transfer_targets():
+    """The transfer table, when the config puts it in the default target."""
+    if config["transfer"]["enabled"]:
+        return [table_path(config["transfer"]["dataset"])]
+    return []

@@ -16,7 +16,8 @@ rule retrain:
     params:
         stage=lambda w: stage_json("retrain", w, seed=w.seed),
         out_dir=RETRAIN_DIR,
+        launcher=launcher("retrain"),
     shell:
         # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
-        "exec python -m pipeline retrain --params {params.stage:q} --genotype {input.genotype}"
+        "exec {params.launcher} -m pipeline retrain --params {params.stage:q} --genotype {input.genotype}"
         " --data {input.data} --out-dir {params.out_dir} --threads {threads} 2> {log}"
