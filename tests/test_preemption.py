@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,25 @@ def test_sigusr1_stops_retrain_and_the_rerun_matches(tiny_data, tmp_path):
     final = artifacts.read_metrics(out / "metrics.h5")
     assert final.summary["test_acc"] == reference["test_acc"]
     assert np.array_equal(final.epochs["train_loss"], artifacts.read_metrics(tmp_path / "ref" / "metrics.h5").epochs["train_loss"])
+
+
+def test_ddp_ranks_stop_after_the_same_epoch_when_one_rank_is_signalled(tiny_data, tmp_path):
+    """torchrun, 2 CPU ranks; only rank 0 gets SIGUSR1 after epoch 1. Both must stop there:
+    a rank that went on alone would wait in the next all-reduce."""
+    from test_retrain import TORCHRUN, retrain_args
+
+    space = get_space("darts")
+    genotype = tmp_path / "genotype.json"
+    provenance = {"search_method": "darts_1st", "selection_method": "magnitude", "search_seconds": 1.0,
+                  "select_seconds": 1.0, "search_device": "cpu", "seed": 0}
+    artifacts.write_genotype(genotype, {"space": "darts", "cells": space.from_text(DARTS_V2)}, provenance)
+    args = retrain_args(retrain_params(epochs=3, batch_size=24), genotype, tiny_data, tmp_path / "out")
+    script = str(Path(__file__).with_name("signal_after_epoch.py"))
+    run = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", script, "1", *args],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0
+    assert run.stderr.count("stopped by SIGUSR1 after epoch 1/3") == 2, run.stderr[-3000:]  # one line per rank
+    assert artifacts.load_checkpoint(tmp_path / "out" / "checkpoint" / "last.pt", "retrain")["epoch"] == 1
 
 
 def test_stop_request_is_ignored_after_the_last_epoch_and_cleared_on_exit(tmp_path):

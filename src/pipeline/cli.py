@@ -2,9 +2,9 @@
 
 Each stage takes its parameters either as ``--params JSON`` (what Snakemake passes: the
 job's own parameters only) or as ``--config FILE [--config FILE ...]`` plus the job keys
-(what DVC and people use). Errors print one line naming the culprit and exit 2. A search
-or retrain stopped by SIGTERM/SIGUSR1 (SLURM) writes its checkpoint and exits 75; rerun it
-to resume.
+(what DVC and people use). Errors print one line naming the culprit and exit 2. A search,
+retrain or transfer stopped by SIGTERM/SIGUSR1 (SLURM) writes its checkpoint and exits 75;
+rerun it to resume.
 """
 
 from __future__ import annotations
@@ -124,7 +124,9 @@ def cmd_retrain(args):
 def cmd_transfer(args):
     from pipeline.transfer import run_transfer
 
-    summary = run_transfer(_params(args, "transfer"), args.genotype, args.out_dir, threads=_threads(args))
+    params = _params(args, "transfer")
+    with stop_on_signal():
+        summary = run_transfer(params, args.genotype, args.out_dir, threads=_threads(args))
     if is_main_process():
         print(
             f"top-1 {summary['test_top1']:.2f}%, top-5 {summary['test_top5']:.2f}%, C={summary['init_channels']}, "

@@ -240,7 +240,14 @@ def stop_on_signal():
 
 
 def check_stop(done: int, total: int, checkpoint: Path) -> None:
-    """Called right after the resume checkpoint of epoch ``done`` is written."""
+    """Called right after the resume checkpoint of epoch ``done`` is written (on every rank)."""
     signum = _stop["signal"]
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        # All ranks stop after the same epoch; a rank that went on would wait forever in
+        # the next all-reduce. One tiny all-reduce per epoch.
+        nccl = torch.distributed.get_backend() == "nccl"
+        flag = torch.tensor([signum or 0], device=torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        signum = int(flag.item()) or None
     if signum is not None and done < total:
         raise Preempted(f"stopped by {signal.Signals(signum).name} after epoch {done}/{total}; {checkpoint} resumes it")

@@ -31,6 +31,7 @@ from pipeline.retrain import RANK_SEED_STRIDE, auxiliary_criterion
 from pipeline.spaces import get_space
 from pipeline.streaming import DeviceBatches, ImageFolderStream, eval_transform, image_folder, train_transform
 from pipeline.training import (
+    check_stop,
     epoch_seed,
     evaluate_sharded,
     finish,
@@ -214,6 +215,7 @@ def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int
             f"transfer epoch {epoch + 1}/{epochs}: train top-1 {train['train_top1']:.2f} loss {train['train_loss']:.3f} | "
             f"test top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | {row['wall_time']:.1f}s"
         )
+        check_stop(epoch + 1, epochs, resume_path)
 
     gp = genotype["provenance"]
     top1, top5 = float(history["test_top1"][-1]), float(history["test_top5"][-1])

@@ -138,6 +138,8 @@ def report_figures(dataset):
         figures += expand(PATHS["genotype_picture"], **keys)
         figures += expand(PATHS["retrain_plots"], **keys)
     return figures
+
+
 def launcher(stage):
     """`python`, or torchrun with one process per GPU when the stage asks for more than one."""
     gpus = launch_gpus(config, stage)

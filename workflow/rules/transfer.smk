@@ -18,7 +18,8 @@ rule transfer:
         out_dir=TRANSFER_DIR,
         launcher=launcher("transfer"),
     shell:
-        "{params.launcher} -m pipeline transfer --params {params.stage:q} --genotype {input.genotype}"
+        # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
+        "exec {params.launcher} -m pipeline transfer --params {params.stage:q} --genotype {input.genotype}"
         " --out-dir {params.out_dir} --threads {threads} 2> {log}"
 
 
@@ -40,6 +41,8 @@ rule transfer_tables:
         f"logs/tables/{config['transfer']['dataset']}.log",
     conda:
         "../envs/pipeline.yaml"
+    resources:
+        **slurm_resources("tables"),
     params:
         stage=json.dumps(
             stage_params(config, "tables", dataset=config["transfer"]["dataset"]),
