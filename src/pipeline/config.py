@@ -205,6 +205,7 @@ PATHS = {
     "data": "results/data/{dataset}.pt",
     "search_dir": "results/search/{dataset}/{search}/seed{seed}",
     "genotype": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.json",
+    "decisions": "results/select/{dataset}/{search}/{select}/seed{seed}/decisions.h5",
     "retrain_dir": "results/retrain/{dataset}/{search}/{select}/seed{seed}",
     "table": "results/tables/{dataset}.csv",
     "latency": "results/latency/{dataset}/{search}/{select}/seed{seed}/latency.json",
@@ -221,7 +222,7 @@ SPACE_CODE = [
 STAGE_CODE = {
     "data": ["data.py"],
     "search": ["search", *SPACE_CODE, "data.py", "training.py", "runtime.py", "latency.py", "benchmarks/pixel1_mobile_lut.yaml"],
-    "select": ["select", *SPACE_CODE],
+    "select": ["select", "search", *SPACE_CODE, "data.py", "training.py", "runtime.py"],
     "retrain": ["retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py"],
     "tables": ["tables.py", "nb201.py"],
     "latency": [
