@@ -122,6 +122,7 @@ class SelectionContext:
 
 class SelectionMethod(ABC):
     OPTIONS: dict[str, dict[str, Any]] = {}
+    resumable = False  # keeps a resume point in ctx.work_dir (then run_select gives it ctx.resume_key)
 
     def __init__(self, options: dict[str, Any]):
         self.options = options

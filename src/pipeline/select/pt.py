@@ -157,8 +157,12 @@ class PerturbationSelection:
 
     # -- decisions
     def decide_op(self, step: int, kind: str) -> None:
-        undecided = self.net.undecided(kind)
-        edge = int(self._rng(step, kind).choice(undecided))
+        """Decide a random undecided edge of ``kind``."""
+        self.decide_edge(step, kind, int(self._rng(step, kind).choice(self.net.undecided(kind))))
+
+    def decide_edge(self, step: int, kind: str, edge: int) -> str:
+        """Give ``edge`` its op by the op rule, record why, make it one-hot; returns the op.
+        (Usable on its own, e.g. by a search method that decides edges in its own order.)"""
         node, source = self.edges[edge]
         names = self.space.candidates(kind)[edge]
         allowed = [k for k, name in enumerate(names) if name not in self.excluded]
@@ -186,6 +190,7 @@ class PerturbationSelection:
             candidates=[(names[k], source, s, current[k].item()) for k, s in zip(allowed, scores)],
         )
         self.net.decide_op(kind, edge, op)
+        return names[op]
 
     def prune_node(self, step: int, kind: str) -> None:
         node = int(self._rng(step, kind).choice(self.nodes_to_prune(kind)))
@@ -257,6 +262,7 @@ class PerturbationSelection:
 class _PerturbationMethod(SelectionMethod):
     OPTIONS = PT_OPTIONS
     op_rule = "pt"
+    resumable = True
 
     def select(self, ctx: SelectionContext) -> dict:
         setup = restore_supernet(ctx, self.options["eval_batch_size"])

@@ -72,7 +72,7 @@ def run_select(
         runtime=params["runtime"],
         supernet_path=Path(supernet_path),
         work_dir=out.parent,
-        resume_key=resume_key(params, data_path, supernet_sha256=supernet_sha),
+        resume_key=resume_key(params, data_path, supernet_sha256=supernet_sha) if method.resumable else None,
     )
     cells = method.select(ctx)
     search_prov = checkpoint["provenance"]
