@@ -7,7 +7,9 @@ edges decided with the topology pruned to two inputs per node. Per state:
 - candidate evaluation: the supernet's loss and accuracy on the validation images with
   one op removed, per candidate;
 - a fine-tuning epoch: DARTS 1st-order train steps (architecture step + weight step) over
-  the training images.
+  the training images (the reference backpropagates to weights and alpha in both steps,
+  as darts-pt's architect.step and model.step do; ours is our DARTS method's step, whose
+  architecture step differentiates alpha only).
 
 The reference (ruocwang/darts-pt, sota/cnn: projection.py, train_search.py), re-implemented
 on our supernet: every op of every edge is computed, `none` included, whatever its weight
@@ -41,6 +43,8 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from pipeline import supernet as supernet_module
 from pipeline.data import BatchLoader
@@ -138,13 +142,30 @@ def reference_log_passes(model, loaders, weights):
     model.train()
 
 
+def reference_train_step(method, batch_w, batch_a, w_optimizer) -> None:
+    """darts-pt's tuning step: architect.step (1st order) then model.step, each a full
+    backward pass (weights and alpha both get gradients), every op computed."""
+    model, arch_optimizer = method.model, method.arch_optimizer
+    for optimizer, (x, y) in ((arch_optimizer, batch_a), (w_optimizer, batch_w)):
+        w_optimizer.zero_grad()
+        arch_optimizer.zero_grad()
+        F.cross_entropy(model(x, method.weights()), y).backward()
+        if optimizer is w_optimizer:
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+
 def tune_epoch(method, loader_w, loader_a, w_optimizer, reference: bool):
+    """One tuning epoch: ours is the search method's own train_step on the projected supernet."""
     context = every_op_computed() if reference else contextlib.nullcontext()
     with context:
         method.model.train()
         batches = zip(loader_w.epoch(seed=1, batch_size=REFERENCE_BATCH), loader_a.epoch(seed=2, batch_size=REFERENCE_BATCH))
         for batch_w, batch_a in batches:
-            method.train_step(batch_w, batch_a, w_optimizer, 0.0025)
+            if reference:
+                reference_train_step(method, batch_w, batch_a, w_optimizer)
+            else:
+                method.train_step(batch_w, batch_a, w_optimizer, 0.0025)
 
 
 def main() -> None:

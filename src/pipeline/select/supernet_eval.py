@@ -96,32 +96,20 @@ class _Ghost:
         self.segment: int | None = None
 
 
-def _normalise(x: torch.Tensor, group: int, eps: float) -> torch.Tensor:
-    """Batch-statistics normalisation over consecutive groups of ``group`` samples (fp32)."""
-    n, c, h, w = x.shape
-    whole = n - n % group
-    parts = []
-    if whole:
-        g = x[:whole].view(whole // group, group, c, h, w)
-        var, mean = torch.var_mean(g, dim=(1, 3, 4), keepdim=True, correction=0)
-        parts.append(((g - mean) * torch.rsqrt(var + eps)).view(whole, c, h, w))
-    if whole < n:
-        parts.append(F.batch_norm(x[whole:], None, None, None, None, True, 0.0, eps))
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+def _chunks(n: int, group: int, segment: int) -> list[int]:
+    """Sizes of the statistics groups of ``n`` samples: ``group`` each, restarting every ``segment``."""
+    sizes = []
+    for start in range(0, n, segment):
+        length = min(segment, n - start)
+        sizes += [group] * (length // group) + ([length % group] if length % group else [])
+    return sizes
 
 
 def _ghost_forward(bn: nn.BatchNorm2d, ghost: _Ghost):
     def forward(x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        segment = ghost.segment or len(x)
-        if segment % ghost.group == 0:  # groups never cross a segment boundary
-            y = _normalise(xf, ghost.group, bn.eps)
-        else:
-            y = torch.cat([_normalise(part, ghost.group, bn.eps) for part in xf.split(segment)])
-        if bn.affine:
-            c = y.shape[1]
-            y = y * bn.weight.float().view(1, c, 1, 1) + bn.bias.float().view(1, c, 1, 1)
-        return y.to(x.dtype)
+        # One native batch_norm per group: as fast as one over the whole batch on CPU.
+        parts = x.split(_chunks(len(x), ghost.group, ghost.segment or len(x)))
+        return torch.cat([F.batch_norm(p, None, None, bn.weight, bn.bias, True, 0.0, bn.eps) for p in parts])
 
     return forward
 
