@@ -42,10 +42,9 @@ import torch
 
 from pipeline import artifacts, runtime
 from pipeline.data import load_prepared
-from pipeline.ops import OPS
 from pipeline.select import METHODS
 from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
-from pipeline.select.magnitude import parse_magnitude
+from pipeline.select.magnitude import ALL_OPS, parse_magnitude
 from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets
 
 RESUME_FILE = Path("checkpoint") / "last.pt"
@@ -71,7 +70,7 @@ PT_OPTIONS: dict[str, dict[str, Any]] = {
     "topology": {"type": "boolean", "default": True, "description": "decide the inputs of each node by perturbation"},
     "exclude_ops": {
         "type": "array",
-        "items": {"enum": sorted(OPS)},
+        "items": {"enum": ALL_OPS},
         "uniqueItems": True,
         "default": ["none"],
         "description": "ops never selected",

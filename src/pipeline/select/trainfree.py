@@ -31,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.ops import OPS
 from pipeline.select import METHODS
 from pipeline.select.base import SelectionContext, SelectionError, SelectionMethod
-from pipeline.select.magnitude import parse_magnitude
+from pipeline.select.magnitude import ALL_OPS, parse_magnitude
 
 
 def _scored_layers(net: nn.Module) -> list[nn.Module]:
@@ -135,7 +134,7 @@ class TrainFree(SelectionMethod):
         "image_size": {"type": "integer", "minimum": 1, "default": 32, "description": "synflow: side of the all-ones input"},
         "exclude_ops": {
             "type": "array",
-            "items": {"enum": sorted(OPS)},
+            "items": {"enum": ALL_OPS},
             "uniqueItems": True,
             "default": ["none"],
             "description": "ops never selected when a sample is parsed",
