@@ -242,6 +242,19 @@ def test_pt_runs_on_a_tiny_supernet_and_records_every_decision(method, tiny_supe
     assert not (tmp_path / "checkpoint").exists()  # resume point dropped once done
 
 
+def test_pt_on_nb201_decides_operations_only(tiny8_data, tmp_path):
+    params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10, "space": "nb201", "layers": 5, "init_channels": 4})
+    supernet = run_search(params, tiny8_data, tmp_path / "search", threads=1)
+    options = select_params("pt", exclude_ops=[], eval_images=6)  # NB201 cells may hold 'none'
+    genotype = run_select(full_options(options), supernet, tiny8_data, tmp_path / "g" / "genotype.json", threads=1)
+    record = artifacts.read_decisions(tmp_path / "g" / "decisions.h5")
+    assert set(record.decisions["kind"]) == {"op"} and sorted(record.decisions["edge"]) == list(range(6))
+    assert record.summary["topology"] is False and record.summary["eval_images"] == 6
+    assert (np.bincount(record.candidates["decision"]) == 5).all()  # all five NB201 ops are candidates
+    chosen = {(int(n), int(i)): c for n, i, c in zip(record.decisions["node"], record.decisions["input"], record.decisions["choice"])}
+    assert {(e["node"], e["input"]): e["op"] for e in genotype["cells"]["cell"]["edges"]} == chosen
+
+
 def run_cli(params, supernet, data, out):
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", "select", "--params", json.dumps(params), "--supernet", str(supernet),

@@ -24,7 +24,8 @@ Choices of this implementation (config values, defaults as the reference):
 ``eval_bn: batch`` evaluates with batch-statistics BN as the reference does, over groups
 of ``bn_batch_size`` = 64 samples (the reference's batch) inside large batches;
 ``running`` uses the running statistics. ``exclude_ops`` (default ``none``) are never
-candidates, as in the paper's DARTS experiments. The decision record holds every
+candidates, as in the paper's DARTS experiments. ``eval_images`` (default: all) evaluates
+on a class-stratified subset of the validation split, for small-scale runs. The decision record holds every
 candidate's score and the supernet's validation accuracy after each step's tuning.
 
 The selection resumes after a kill from the last finished step (``<out dir>/checkpoint/last.pt``)
@@ -34,6 +35,7 @@ fine-tuning epoch's batches of (seed, epoch).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 
 from pipeline import artifacts, runtime
-from pipeline.data import load_prepared
+from pipeline.data import BatchLoader, load_prepared
 from pipeline.select import METHODS
 from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import ALL_OPS, parse_magnitude
@@ -67,6 +69,12 @@ PT_OPTIONS: dict[str, dict[str, Any]] = {
         "description": "eval_bn batch: samples per BN statistics group (null: the whole eval batch)",
     },
     "eval_batch_size": {"type": "integer", "minimum": 1, "default": 512, "description": "images per evaluation forward"},
+    "eval_images": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "default": None,
+        "description": "evaluate on a class-stratified subset of this many validation images (null: the whole split, as the paper)",
+    },
     "topology": {"type": "boolean", "default": True, "description": "decide the inputs of each node by perturbation"},
     "exclude_ops": {
         "type": "array",
@@ -264,7 +272,7 @@ class _PerturbationMethod(SelectionMethod):
     resumable = True
 
     def select(self, ctx: SelectionContext) -> dict:
-        setup = restore_supernet(ctx, self.options["eval_batch_size"])
+        setup = restore_supernet(ctx, self.options["eval_batch_size"], self.options["eval_images"])
         o, settings = self.options, setup.settings
         net, method = setup.net, setup.method
         w_optimizer = torch.optim.SGD(
@@ -328,7 +336,7 @@ class _PerturbationMethod(SelectionMethod):
             selection.on_step = lambda done: artifacts.save_checkpoint(resume_path, "select", payload(done))
         ctx.record.summary.update(
             criterion=o["criterion"], op_rule=self.op_rule, eval_bn=o["eval_bn"], bn_batch_size=o["bn_batch_size"],
-            eval_batch_size=setup.loaders.eval.batch_size, finetune_epochs=o["finetune_epochs"],
+            eval_batch_size=setup.loaders.eval.batch_size, eval_images=setup.loaders.eval.num_samples, finetune_epochs=o["finetune_epochs"],
             finetune_lr=settings["w_lr"] * o["finetune_lr_scale"], topology=bool(selection.inputs_per_node),
             search_method=ctx.search_params["options"]["algorithm"],
         )
@@ -362,9 +370,23 @@ class RestoredSupernet:
         self.settings, self.net, self.method, self.loaders, self.data = settings, net, method, loaders, data
 
 
-def restore_supernet(ctx: SelectionContext, eval_batch_size: int | None = None) -> RestoredSupernet:
+def stratified_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """Positions of ``count`` samples taken round-robin over the classes (each class in a
+    seeded random order), sorted: as class-balanced as ``count`` allows."""
+    labels = labels.cpu().tolist()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    by_class: dict[int, list[int]] = {}
+    for position in order:
+        by_class.setdefault(labels[position], []).append(position)
+    rounds = itertools.zip_longest(*(by_class[label] for label in sorted(by_class)))
+    interleaved = [position for group in rounds for position in group if position is not None]
+    return torch.tensor(sorted(interleaved[:count]), dtype=torch.long)
+
+
+def restore_supernet(ctx: SelectionContext, eval_batch_size: int | None = None, eval_images: int | None = None) -> RestoredSupernet:
     """Rebuild the trained supernet and its search method from the checkpoint (projected, so
-    decisions can be applied), with the search's loaders on the same split."""
+    decisions can be applied), with the search's loaders on the same split; ``eval_images``
+    keeps a class-stratified subset of the validation half for evaluation."""
     from pipeline.search import METHODS as SEARCH_METHODS
     from pipeline.search.loop import build_supernet, search_loaders
 
@@ -374,6 +396,13 @@ def restore_supernet(ctx: SelectionContext, eval_batch_size: int | None = None) 
     data = load_prepared(ctx.data_path, ctx.device)
     channels_last = ctx.runtime.get("channels_last", False)
     loaders = search_loaders(data, settings, channels_last, eval_batch_size)
+    valid = loaders.eval
+    if eval_images is not None and eval_images < valid.num_samples:
+        keep = stratified_subset(data.train_labels[valid.indices], eval_images, settings["split_seed"])
+        loaders.eval = BatchLoader(
+            data.train_images, data.train_labels, valid.indices[keep], valid.batch_size,
+            mean=data.meta["mean"], std=data.meta["std"], channels_last=channels_last,
+        )
     supernet = build_supernet(ctx.space, settings, data.num_classes, ctx.device, channels_last)
     try:
         supernet.load_state_dict(ctx.checkpoint["model"])
