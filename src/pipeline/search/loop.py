@@ -152,14 +152,24 @@ def build_supernet(space, settings: dict[str, Any], num_classes: int, device: to
     return model.to(device, memory_format=runtime.memory_format(channels_last))
 
 
-def train_epoch(method, loaders: SearchLoaders, w_optimizer, lr: float, seed: int, epoch: int, desc: str) -> tuple[float, float]:
-    """One pass of ``method.train_step`` over the weight half; returns (mean loss, accuracy %).
-
-    The batches depend on (seed, epoch) only, so a resumed run replays the same ones."""
+def train_epoch(
+    method, loaders: SearchLoaders, w_optimizer, lr: float, seed: int, epoch: int, desc: str, batch_size: int | None = None
+) -> tuple[float, float]:
+    """One pass of ``method.train_step`` over the weight half (batches of ``batch_size``,
+    default the loaders'); a method that is not bilevel gets no architecture batches.
+    Returns (mean loss, accuracy %). The batches depend on (seed, epoch) only, so a resumed
+    run replays the same ones."""
     method.model.train()
+    size = batch_size or loaders.w.batch_size
+    batches_w = loaders.w.epoch(epoch_seed(seed, epoch, 0), size)
+    steps = -(-loaders.w.num_samples // size)
+    if method.bilevel:
+        batches = zip(batches_w, loaders.a.epoch(epoch_seed(seed, epoch, 1), size))
+        steps = min(steps, -(-loaders.a.num_samples // size))
+    else:
+        batches = ((batch_w, None) for batch_w in batches_w)
     loss_sum, correct, seen = 0.0, 0, 0
-    batches = zip(loaders.w.epoch(epoch_seed(seed, epoch, 0)), loaders.a.epoch(epoch_seed(seed, epoch, 1)))
-    for batch_w, batch_a in runtime.progress(batches, desc=desc, total=min(len(loaders.w), len(loaders.a))):
+    for batch_w, batch_a in runtime.progress(batches, desc=desc, total=steps):
         loss, logits = method.train_step(batch_w, batch_a, w_optimizer, lr)
         y = batch_w[1]
         loss_sum += loss.item() * len(y)

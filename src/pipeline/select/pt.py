@@ -291,11 +291,15 @@ class _PerturbationMethod(SelectionMethod):
 
         from pipeline.search.loop import train_epoch
 
+        # The batch size the search ended with (SGAS grows it).
+        batch_size = method.batch_size(settings["batch_size"]) if hasattr(method, "batch_size") else settings["batch_size"]
+
         def finetune(step: int) -> None:
             for i in range(o["finetune_epochs"]):
                 epoch = step * o["finetune_epochs"] + i
                 lr = scheduler.get_last_lr()[0]
-                train_epoch(method, setup.loaders, w_optimizer, lr, ctx.seed, FINETUNE_EPOCH_BASE + epoch, desc=f"tune {epoch + 1}/{tune_epochs}")
+                desc = f"tune {epoch + 1}/{tune_epochs}"
+                train_epoch(method, setup.loaders, w_optimizer, lr, ctx.seed, FINETUNE_EPOCH_BASE + epoch, desc, batch_size)
                 scheduler.step()
 
         resume_path = ctx.work_dir / RESUME_FILE if ctx.work_dir is not None else None
@@ -418,5 +422,7 @@ def restore_supernet(ctx: SelectionContext, eval_batch_size: int | None = None, 
     except KeyError as exc:
         raise artifacts.ArtifactError(f"{where}: {exc}") from None
     method = method_cls(ctx.space, net, params["options"], settings, ctx.device, ctx.amp)
+    if hasattr(method, "on_data"):  # methods that scale with the data size (BaLeNAS)
+        method.on_data(loaders.w.num_samples, loaders.a.num_samples)
     method.load_state_dict(ctx.checkpoint["method"])
     return RestoredSupernet(settings, net, method, loaders, data)
