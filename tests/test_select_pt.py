@@ -181,13 +181,17 @@ def test_ghost_batch_norm_in_large_batches_equals_the_small_batches(tiny8_data):
     for (loss_r, acc_r), (loss_g, acc_g) in zip(reference, ghost):
         assert loss_g == pytest.approx(loss_r, rel=1e-5) and acc_g == acc_r
     assert plain_large[0][0] != pytest.approx(reference[0][0], rel=1e-5)  # statistics of 64 differ
-    # Settings evaluated together (per-sample weights) equal settings evaluated alone.
-    model.eval()
-    together = evaluate_weight_sets(model, large, sets, CPU, bn="running")
-    alone = [evaluate_weight_sets(model, small, [ws], CPU, bn="running")[0] for ws in sets]
-    for (loss_t, acc_t), (loss_a, acc_a) in zip(together, alone):
-        assert loss_t == pytest.approx(loss_a, rel=1e-5) and acc_t == acc_a
-    assert not model.training
+    # Settings evaluated together (per-sample weights) equal settings evaluated alone, also
+    # when they differ in the reduction cells only (the cells before run once for all).
+    reduce_only = [weights, {**weights, "reduce": weights["reduce"] * torch.tensor([1.0] * 4 + [0.0] * 4)}]
+    for bn, group in (("running", None), ("batch", 16)):
+        model.train(bn == "batch")
+        for candidates in (sets, reduce_only):
+            together = evaluate_weight_sets(model, large, candidates, CPU, bn=bn, bn_batch_size=group)
+            alone = [evaluate_weight_sets(model, small, [ws], CPU, bn=bn, bn_batch_size=group)[0] for ws in candidates]
+            for (loss_t, acc_t), (loss_a, acc_a) in zip(together, alone):
+                assert loss_t == pytest.approx(loss_a, rel=1e-5) and acc_t == acc_a
+    assert together[0] != together[1]
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key  # running statistics untouched
 

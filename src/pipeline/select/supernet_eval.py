@@ -5,7 +5,9 @@ Speed (the evaluation passes dominate perturbation-based selection):
 - ops whose weight is exactly 0 are not computed (the supernet skips them), so a
   decided edge costs one op and a removed op or edge costs nothing;
 - the candidates of a decision share each forward (per-sample weights), so the Python and
-  kernel-launch overhead of the supernet is paid once per batch, not once per candidate;
+  kernel-launch overhead of the supernet is paid once per batch, not once per candidate,
+  and the cells before the first one the candidates differ in run once (a reduction-cell
+  edge's candidates share the stem and the first normal cells);
 - large batches under ``no_grad`` and AMP on CUDA; with batch-statistics BN the
   statistics are still taken over groups of ``bn_batch_size`` samples ("ghost" batches),
   so a large batch computes the same function as the reference's batches of 64.
@@ -183,10 +185,12 @@ def evaluate_weight_sets(
                 if stacked:
                     if ghost is not None:
                         ghost.segment = n
-                    xs = torch.cat([x] * count)  # keeps the loader's memory format
                     weights = {kind: w.repeat_interleave(n, dim=0) for kind, w in stacks.items()}
                     with runtime.autocast(device, amp):
-                        logits = model(xs, weights)
+                        if getattr(model, "shares_prefix", False):  # cells all settings agree on run once
+                            logits = model(x, weights, copies=count)
+                        else:
+                            logits = model(torch.cat([x] * count), weights)  # cat keeps the memory format
                     logits = (logits[0] if isinstance(logits, tuple) else logits).float().view(count, n, -1)
                     losses += F.cross_entropy(logits.transpose(1, 2), y.expand(count, n), reduction="none").sum(1).double()
                     correct += (logits.argmax(dim=2) == y).sum(1)
