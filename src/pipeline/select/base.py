@@ -14,6 +14,10 @@ import torch
 from pipeline import artifacts
 
 
+# Where a resumable method keeps its resume point, relative to ctx.work_dir.
+RESUME_FILE = Path("checkpoint") / "last.pt"
+
+
 class SelectionError(ValueError):
     """A selection that cannot be made as configured; the message says why."""
 

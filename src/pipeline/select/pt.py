@@ -36,7 +36,6 @@ fine-tuning epoch's batches of (seed, epoch).
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -45,11 +44,12 @@ import torch
 from pipeline import artifacts, runtime
 from pipeline.data import BatchLoader, load_prepared
 from pipeline.select import METHODS
-from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
+from pipeline.search import METHODS as SEARCH_METHODS
+from pipeline.search.loop import build_supernet, search_loaders, train_epoch
+from pipeline.select.base import RESUME_FILE, DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import ALL_OPS, parse_magnitude
 from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets
 
-RESUME_FILE = Path("checkpoint") / "last.pt"
 FINETUNE_EPOCH_BASE = 100_000  # fine-tuning data streams differ from the search's epochs
 
 PT_OPTIONS: dict[str, dict[str, Any]] = {
@@ -289,8 +289,6 @@ class _PerturbationMethod(SelectionMethod):
         tune_epochs = o["finetune_epochs"] * max(op_steps + topo_steps - 1, 0)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, max(tune_epochs, 1), eta_min=settings["w_lr_min"])
 
-        from pipeline.search.loop import train_epoch
-
         # The batch size the search ended with (SGAS grows it).
         batch_size = method.batch_size(settings["batch_size"]) if hasattr(method, "batch_size") else settings["batch_size"]
 
@@ -344,12 +342,7 @@ class _PerturbationMethod(SelectionMethod):
             finetune_lr=settings["w_lr"] * o["finetune_lr_scale"], topology=bool(selection.inputs_per_node),
             search_method=ctx.search_params["options"]["algorithm"],
         )
-        cells = selection.run(start)
-        if resume_path is not None:
-            from pipeline.training import finish
-
-            finish(resume_path)
-        return cells
+        return selection.run(start)  # run_select drops the resume point once the outputs exist
 
 
 @METHODS.register("pt")
@@ -391,9 +384,6 @@ def restore_supernet(ctx: SelectionContext, eval_batch_size: int | None = None, 
     """Rebuild the trained supernet and its search method from the checkpoint (projected, so
     decisions can be applied), with the search's loaders on the same split; ``eval_images``
     keeps a class-stratified subset of the validation half for evaluation."""
-    from pipeline.search import METHODS as SEARCH_METHODS
-    from pipeline.search.loop import build_supernet, search_loaders
-
     where = ctx.supernet_path or "supernet checkpoint"
     params = ctx.search_params
     settings = params["settings"]

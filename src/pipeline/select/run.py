@@ -10,9 +10,9 @@ from typing import Any
 from pipeline import artifacts, runtime
 from pipeline.registry import UnknownNameError
 from pipeline.select import METHODS
-from pipeline.select.base import SelectionContext
+from pipeline.select.base import RESUME_FILE, SelectionContext
 from pipeline.spaces import get_space
-from pipeline.training import resume_key
+from pipeline.training import finish, resume_key
 
 DECISIONS_FILE = "decisions.h5"
 
@@ -97,5 +97,7 @@ def run_select(
     # Both outputs or neither: the record goes first, the genotype (what retrain reads) last.
     artifacts.write_decisions(decisions_out, decisions)
     artifacts.write_genotype(out, genotype, record)
+    if method.resumable:
+        finish(ctx.work_dir / RESUME_FILE)  # done: a forced rerun selects anew
     runtime.log(f"selected {space.to_text(cells)}")
     return genotype

@@ -16,7 +16,6 @@ Speed (the evaluation passes dominate perturbation-based selection):
 from __future__ import annotations
 
 import contextlib
-import types
 from typing import Any, Iterator, Sequence
 
 import torch
