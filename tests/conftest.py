@@ -91,6 +91,30 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny8_data(tiny_data, tmp_path_factory) -> Path:
+    """tiny_data shrunk to 8x8 pixels, for tests that run a supernet many times."""
+    from pipeline import artifacts
+
+    tensors, meta = artifacts.load_dataset(tiny_data)
+    small = {
+        name: torch.nn.functional.avg_pool2d(t.float(), 4).round().to(torch.uint8) if name.endswith("_images") else t
+        for name, t in tensors.items()
+    }
+    out = tmp_path_factory.mktemp("data8") / "cifar10_8px.pt"
+    artifacts.save_dataset(out, small, meta)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_supernet(tiny8_data, tmp_path_factory) -> Path:
+    """A DARTS supernet after a 1-epoch search on 8x8 images, 2 per class (10 + 10 split)."""
+    from pipeline.search.loop import run_search
+
+    params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10, "eval_batch_size": 10})
+    return run_search(params, tiny8_data, tmp_path_factory.mktemp("search"), threads=1)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)

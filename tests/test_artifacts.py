@@ -119,3 +119,44 @@ def test_table_columns_are_enforced(tmp_path):
     with pytest.raises(ArtifactError, match="lacks column 'dataset'"):
         artifacts.write_table(tmp_path / "t.csv", pd.DataFrame({"x": [1]}))
     assert not (tmp_path / "t.csv").exists()
+
+
+def decision_record():
+    from pipeline.select.base import DecisionLog
+
+    log = DecisionLog()
+    log.add(step=0, cell_type="normal", kind="op", node=2, input=0, edge=0, criterion="acc", action="keep",
+            choice="sep_conv_3x3", candidates=[("skip_connect", 0, 61.5, 0.6), ("sep_conv_3x3", 0, 40.25, 0.4)])
+    log.add(step=1, cell_type="normal", kind="edge", node=3, input=1, edge=3, criterion="acc", action="remove",
+            choice="skip_connect", candidates=[("sep_conv_3x3", 0, 50.0, 0.5), ("skip_connect", 1, 58.0, 0.5)])
+    log.after_step(0, 55.0, 1.25)
+    log.summary["eval_bn"] = "batch"
+    return log.to_artifact("pt", "pt", artifacts.provenance({"a": 1}, seed=0))
+
+
+def test_decision_record_round_trip_and_validation(tmp_path):
+    import h5py
+
+    path = tmp_path / "decisions.h5"
+    artifacts.write_decisions(path, decision_record())
+    record = artifacts.read_decisions(path)
+    assert record.method == "pt" and record.summary == {"eval_bn": "batch"} and record.provenance["seed"] == 0
+    assert list(record.decisions["choice"]) == ["sep_conv_3x3", "skip_connect"]
+    assert record.decisions["valid_acc_after"][0] == 55.0 and np.isnan(record.decisions["valid_acc_after"][1])
+    assert record.candidates["decision"].tolist() == [0, 0, 1, 1] and record.candidates["score"][1] == 40.25
+    candidates, decisions = pd.DataFrame(record.candidates), pd.DataFrame(record.decisions)
+    table = candidates.merge(decisions, left_on="decision", right_index=True, suffixes=("", "_decision"))
+    assert len(table) == 4 and table["step"].tolist() == [0, 0, 1, 1]
+
+    with h5py.File(path, "a") as handle:
+        del handle["candidates/score"]
+    with pytest.raises(ArtifactError, match=r"decisions\.h5: column 'candidates/score' is missing"):
+        artifacts.read_decisions(path)
+    bad = decision_record()
+    bad.candidates["decision"] = [0, 0, 1, 2]
+    with pytest.raises(ArtifactError, match="points past the decisions"):
+        artifacts.write_decisions(tmp_path / "bad.h5", bad)
+    assert not (tmp_path / "bad.h5").exists()
+    (tmp_path / "x.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ArtifactError, match=r"x\.h5: not a readable HDF5 file"):
+        artifacts.read_decisions(tmp_path / "x.h5")

@@ -69,3 +69,25 @@ def test_select_cli_writes_genotype_with_provenance(tiny_data, tmp_path):
     )
     assert missing.returncode == 2 and "nope.pt: checkpoint file not found" in missing.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_magnitude_writes_its_decisions_as_a_record():
+    from pipeline.select.base import DecisionLog
+    from pipeline.select.magnitude import record_magnitude
+
+    space = get_space("darts")
+    normal = weights_with({0: ("sep_conv_3x3", 0.5), 2: ("skip_connect", 0.4), 4: ("dil_conv_5x5", 0.6)})
+    weights = {"normal": normal, "reduce": weights_with({})}
+    log = DecisionLog()
+    cells = parse_magnitude(space, weights)
+    record_magnitude(log, space, weights, ["none"], cells)
+    ops = [d for d in log.decisions if d["kind"] == "op"]
+    removed = [d for d in log.decisions if d["kind"] == "edge"]
+    assert len(ops) == 28 and len(removed) == 12  # 14 edges per cell; nodes 3, 4, 5 drop 1 + 2 + 3
+    kept = {(kind, e["node"], e["input"]): e["op"] for kind in cells for e in cells[kind]["edges"]}
+    for d in ops:
+        if (d["cell_type"], d["node"], d["input"]) in kept:
+            assert kept[(d["cell_type"], d["node"], d["input"])] == d["choice"]
+    assert not {(d["cell_type"], d["node"], d["input"]) for d in removed} & set(kept)
+    first = [c for c in log.candidates if c["decision"] == 0]
+    assert [c["name"] for c in first] == list(OPS[1:]) and first[3]["score"] == pytest.approx(0.5)

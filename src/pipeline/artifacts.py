@@ -35,11 +35,15 @@ CHECKPOINT_KINDS = {
     "retrain": ("epoch", "model", "optimizer", "scheduler", "history"),
     # network: what rebuilds the model (init_channels, layers, num_classes, setting, auxiliary)
     "transfer": ("epoch", "model", "optimizer", "scheduler", "history", "network"),
+    # A selection's resume point (e.g. DARTS-PT after each decision step).
+    "select": ("step", "model", "method", "optimizer", "scheduler", "projection", "record"),
 }
 GENOTYPE_FORMAT = "pipeline.genotype"
 GENOTYPE_VERSION = 1
 METRICS_FORMAT = "pipeline.metrics"
 METRICS_VERSION = 1
+DECISIONS_FORMAT = "pipeline.decisions"
+DECISIONS_VERSION = 1
 DATASET_FORMAT = "pipeline.dataset"
 DATASET_VERSION = 1
 LATENCY_FORMAT = "pipeline.latency"
@@ -184,7 +188,10 @@ def load_checkpoint(path: str | os.PathLike, kind: str, map_location: Any = "cpu
     try:
         record = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
-        raise ArtifactError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from None
+        reason = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise ArtifactError(
+            f"{path}: not a readable checkpoint, truncated or corrupt ({exc.__class__.__name__}: {reason})"
+        ) from None
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{path}: field 'format' is not {CHECKPOINT_FORMAT!r}")
     if record.get("version") != CHECKPOINT_VERSION:
@@ -487,6 +494,144 @@ def _check_fields(record: dict, where: str, fields: dict[str, tuple], prefix: st
         value = record[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ArtifactError(f"{where}: field '{prefix}{key}' has type {type(value).__name__}")
+
+
+# ---------------------------------------------------------------- selection decision records
+
+# Column -> kind ('i' integer, 'f' float, 's' string) of the two tables of a decisions file.
+DECISION_COLUMNS = {
+    "step": "i",
+    "cell_type": "s",
+    "kind": "s",
+    "node": "i",
+    "input": "i",
+    "edge": "i",
+    "criterion": "s",
+    "action": "s",
+    "choice": "s",
+    "valid_acc_after": "f",
+    "valid_loss_after": "f",
+}
+CANDIDATE_COLUMNS = {"decision": "i", "name": "s", "input": "i", "score": "f", "weight": "f"}
+
+
+@dataclass
+class Decisions:
+    """Why a selection method chose what it chose: one row per decision, one per candidate.
+
+    ``decisions`` and ``candidates`` map column names (``DECISION_COLUMNS``,
+    ``CANDIDATE_COLUMNS``) to equal-length arrays; ``candidates["decision"]`` indexes the
+    decision rows. The layout is documented in docs/artifacts.md."""
+
+    method: str
+    algorithm: str
+    decisions: dict[str, np.ndarray]
+    candidates: dict[str, np.ndarray]
+    summary: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_decisions(self) -> int:
+        return len(self.decisions["step"])
+
+
+def _column(values: Any, kind: str) -> np.ndarray:
+    if kind == "s":
+        return np.array([str(v) for v in values], dtype=object)
+    return np.asarray(values, dtype=np.int64 if kind == "i" else np.float64).reshape(-1)
+
+
+def write_decisions(path: str | os.PathLike, record: Decisions) -> None:
+    """One HDF5 file: root attrs (format, version, method, algorithm, provenance), group
+    'summary' (one JSON attr per entry), groups 'decisions' and 'candidates' (one dataset per column)."""
+    record = _checked_decisions(record, str(path))
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.attrs["format"] = DECISIONS_FORMAT
+            handle.attrs["version"] = DECISIONS_VERSION
+            handle.attrs["method"] = record.method
+            handle.attrs["algorithm"] = record.algorithm
+            handle.attrs["provenance"] = json.dumps(record.provenance)
+            summary = handle.create_group("summary")
+            for key, value in record.summary.items():
+                summary.attrs[key] = json.dumps(value)
+            for group_name, columns, table in (
+                ("decisions", DECISION_COLUMNS, record.decisions),
+                ("candidates", CANDIDATE_COLUMNS, record.candidates),
+            ):
+                group = handle.create_group(group_name)
+                for name, kind in columns.items():
+                    data = table[name]
+                    dtype = h5py.string_dtype() if kind == "s" else data.dtype
+                    group.create_dataset(name, data=data, dtype=dtype)
+
+
+def read_decisions(path: str | os.PathLike) -> Decisions:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: decisions file not found")
+    try:
+        with h5py.File(path, "r") as handle:
+            if handle.attrs.get("format") != DECISIONS_FORMAT:
+                raise ArtifactError(f"{path}: attribute 'format' is not {DECISIONS_FORMAT!r}")
+            if handle.attrs.get("version") != DECISIONS_VERSION:
+                raise ArtifactError(f"{path}: attribute 'version' is not {DECISIONS_VERSION}")
+            for item in ("method", "algorithm", "provenance"):
+                if item not in handle.attrs:
+                    raise ArtifactError(f"{path}: attribute {item!r} is missing")
+            tables = {}
+            for group_name, columns in (("decisions", DECISION_COLUMNS), ("candidates", CANDIDATE_COLUMNS)):
+                group = handle.get(group_name)
+                if not isinstance(group, h5py.Group):
+                    raise ArtifactError(f"{path}: group {group_name!r} is missing")
+                table = {}
+                for name, kind in columns.items():
+                    if name not in group:
+                        raise ArtifactError(f"{path}: column '{group_name}/{name}' is missing")
+                    data = group[name]
+                    table[name] = np.array(data.asstr()[()], dtype=object) if kind == "s" else data[()]
+                tables[group_name] = table
+            summary_group = handle.get("summary")
+            summary = {key: json.loads(value) for key, value in summary_group.attrs.items()} if summary_group else {}
+            record = Decisions(
+                method=str(handle.attrs["method"]),
+                algorithm=str(handle.attrs["algorithm"]),
+                decisions=tables["decisions"],
+                candidates=tables["candidates"],
+                summary=summary,
+                provenance=json.loads(handle.attrs["provenance"]),
+            )
+    except OSError as exc:
+        raise ArtifactError(f"{path}: not a readable HDF5 file ({exc})") from None
+    except json.JSONDecodeError:
+        raise ArtifactError(f"{path}: a summary or provenance attribute is not valid JSON") from None
+    except TypeError:  # a string column stored as numbers or vice versa
+        raise ArtifactError(f"{path}: a column has the wrong type") from None
+    return _checked_decisions(record, str(path))
+
+
+def _checked_decisions(record: Decisions, where: str) -> Decisions:
+    """Columns complete, typed and of equal length; candidates point at existing decisions."""
+    tables = {}
+    for group_name, columns, table in (
+        ("decisions", DECISION_COLUMNS, record.decisions),
+        ("candidates", CANDIDATE_COLUMNS, record.candidates),
+    ):
+        missing = [name for name in columns if name not in table]
+        if missing:
+            raise ArtifactError(f"{where}: column '{group_name}/{missing[0]}' is missing")
+        try:
+            typed = {name: _column(table[name], kind) for name, kind in columns.items()}
+        except (TypeError, ValueError):
+            raise ArtifactError(f"{where}: a column of {group_name!r} has the wrong type") from None
+        lengths = {name: len(values) for name, values in typed.items()}
+        if len(set(lengths.values())) > 1:
+            raise ArtifactError(f"{where}: columns of {group_name!r} differ in length: {lengths}")
+        tables[group_name] = typed
+    index = tables["candidates"]["decision"]
+    if len(index) and (index.min() < 0 or index.max() >= len(tables["decisions"]["step"])):
+        raise ArtifactError(f"{where}: column 'candidates/decision' points past the decisions")
+    return Decisions(record.method, record.algorithm, tables["decisions"], tables["candidates"], dict(record.summary), dict(record.provenance))
 
 
 # ---------------------------------------------------------------- tables

@@ -107,7 +107,7 @@ def cmd_search(args):
 def cmd_select(args):
     from pipeline.select.run import run_select
 
-    run_select(_params(args, "select"), args.supernet, args.data, args.out, threads=_threads(args))
+    run_select(_params(args, "select"), args.supernet, args.data, args.out, threads=_threads(args), decisions_out=args.decisions)
     print(f"wrote {args.out}")
 
 
@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supernet", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--decisions", help="decision record HDF5 (default: decisions.h5 beside --out)")
     p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
     p.set_defaults(func=cmd_select)
 

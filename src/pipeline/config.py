@@ -255,6 +255,7 @@ PATHS = {
     "data": "results/data/{dataset}.pt",
     "search_dir": "results/search/{dataset}/{search}/seed{seed}",
     "genotype": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.json",
+    "decisions": "results/select/{dataset}/{search}/{select}/seed{seed}/decisions.h5",
     "retrain_dir": "results/retrain/{dataset}/{search}/{select}/seed{seed}",
     "table": "results/tables/{dataset}.csv",
     # {target}: the dataset transferred to; {dataset}: the one the genotype was searched on
@@ -278,7 +279,7 @@ SPACE_CODE = [
 STAGE_CODE = {
     "data": ["data.py"],
     "search": ["search", *SPACE_CODE, "data.py", "training.py", "runtime.py", "latency.py", "benchmarks/pixel1_mobile_lut.yaml"],
-    "select": ["select", *SPACE_CODE],
+    "select": ["select", "search", *SPACE_CODE, "data.py", "training.py", "runtime.py"],
     "retrain": ["retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py", "distributed.py"],
     "transfer": [
         "transfer.py", "streaming.py", "retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py",

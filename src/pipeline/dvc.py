@@ -122,13 +122,14 @@ def render_dvc_yaml(config_paths: list[str]) -> str:
             }
             for select in selections_for(config, search):
                 genotype = PATHS["genotype"].format(select=select, **keys)
+                decisions = PATHS["decisions"].format(select=select, **keys)
                 retrain_dir = PATHS["retrain_dir"].format(select=select, **keys)
                 stages[f"select_{dataset}_{search}_{select}_seed{seed}"] = {
                     "cmd": f"{cli.format(stage='select')} --dataset {dataset} --method {select} --seed {seed}"
-                    f" --supernet {search_dir}/supernet.pt --data {data_out} --out {genotype}",
+                    f" --supernet {search_dir}/supernet.pt --data {data_out} --out {genotype} --decisions {decisions}",
                     "deps": [f"{search_dir}/supernet.pt", data_out] + _code("select"),
                     "params": _params(files, [f"select.methods.{select}"] + runtime_keys),
-                    "outs": [genotype],
+                    "outs": [genotype, decisions],
                 }
                 stages[f"retrain_{dataset}_{search}_{select}_seed{seed}"] = {
                     "cmd": f"{_launcher(config, 'retrain')} -m pipeline retrain {configs} --dataset {dataset} --seed {seed}"

@@ -113,10 +113,24 @@ class SuperNet(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
-    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    shares_prefix = True  # forward(..., copies=k): see there
+
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor], copies: int = 1) -> torch.Tensor:
+        """``copies`` > 1 evaluates several weight settings at once: ``x`` is one batch, the
+        weights are per sample for ``copies`` stacked copies of it, and the cells before the
+        first one whose weights differ between the copies run once (their output is the
+        same for all); the logits are those of the stacked copies."""
         active = {kind: active_ops(w, self.candidates[kind]) for kind, w in weights.items()}
+        n = len(x)
+        shared = copies > 1
+        if shared:
+            varies = {kind: bool((w.view(copies, n, *w.shape[1:]) != w[:n]).any()) for kind, w in weights.items()}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell(s0, s1, weights[kind], active[kind])
-        return self.classifier(self.global_pooling(s1).flatten(1))
+            w = weights[kind]
+            if shared and varies[kind]:
+                s0, s1, shared = torch.cat([s0] * copies), torch.cat([s1] * copies), False
+            s0, s1 = s1, cell(s0, s1, w[:n] if shared else w, active[kind])
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return torch.cat([logits] * copies) if shared else logits

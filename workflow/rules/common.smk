@@ -28,6 +28,7 @@ THREADS = config["runtime"]["threads"]
 DATA = PATHS["data"]
 SEARCH_DIR = PATHS["search_dir"]
 GENOTYPE = PATHS["genotype"]
+DECISIONS = PATHS["decisions"]
 RETRAIN_DIR = PATHS["retrain_dir"]
 TRANSFER_DIR = PATHS["transfer_dir"]
 

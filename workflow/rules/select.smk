@@ -4,7 +4,8 @@ rule select:
         data=DATA,
         code=code_files("select"),
     output:
-        GENOTYPE,
+        genotype=GENOTYPE,
+        decisions=DECISIONS,
     log:
         "logs/select/{dataset}/{search}/{select}/seed{seed}.log",
     conda:
@@ -16,4 +17,5 @@ rule select:
         stage=lambda w: stage_json("select", w, method=w.select, seed=w.seed),
     shell:
         "python -m pipeline select --params {params.stage:q} --supernet {input.supernet}"
-        " --data {input.data} --out {output} --threads {threads} 2> {log}"
+        " --data {input.data} --out {output.genotype} --decisions {output.decisions}"
+        " --threads {threads} 2> {log}"

@@ -9,14 +9,16 @@ The declared outputs (supernet.pt, metrics.h5) are written only at the end.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline import artifacts, runtime
-from pipeline.data import Augment, BatchLoader, load_prepared, stratified_split
+from pipeline.data import Augment, BatchLoader, PreparedData, load_prepared, stratified_split
 from pipeline.search import METHODS
 from pipeline.spaces import get_space
 from pipeline.training import (
@@ -44,22 +46,9 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     data = load_prepared(data_path, device)
     space = get_space(settings["space"])
     method_cls = METHODS.get(options["algorithm"])
-
-    pool = torch.arange(len(data.train_labels))
-    if settings["subset_per_class"] is not None:
-        per_class = settings["subset_per_class"] / (len(pool) / data.num_classes)
-        pool, _ = stratified_split(data.train_labels, min(per_class, 1.0), settings["split_seed"])
-    train_pos, arch_pos = stratified_split(data.train_labels[pool], settings["train_portion"], settings["split_seed"])
-    train_idx, arch_idx = pool[train_pos], pool[arch_pos]
-    mean, std = data.meta["mean"], data.meta["std"]
-    augment = Augment(crop_padding=4, flip=True, cutout=0)
-    common = dict(mean=mean, std=std, channels_last=rt["channels_last"])
-    loader_w = BatchLoader(data.train_images, data.train_labels, train_idx, settings["batch_size"], augment=augment, shuffle=True, **common)
-    loader_a = BatchLoader(data.train_images, data.train_labels, arch_idx, settings["batch_size"], augment=augment, shuffle=True, **common)
-    loader_eval = BatchLoader(data.train_images, data.train_labels, arch_idx, settings["eval_batch_size"], **common)
-
-    model = space.build_supernet(settings["init_channels"], settings["layers"], data.num_classes)
-    model = model.to(device, memory_format=runtime.memory_format(rt["channels_last"]))
+    loaders = search_loaders(data, settings, rt["channels_last"])
+    loader_eval = loaders.eval
+    model = build_supernet(space, settings, data.num_classes, device, rt["channels_last"])
     method = method_cls(space, model, options, settings, device, rt["amp"])
     w_optimizer, w_lr_min = method.make_weight_optimizer(model.parameters())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, settings["epochs"], eta_min=w_lr_min)
@@ -93,15 +82,7 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
         started = time.perf_counter()
         lr = scheduler.get_last_lr()[0]
         method.on_epoch_start(epoch, epochs)
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        batches = zip(loader_w.epoch(epoch_seed(seed, epoch, 0)), loader_a.epoch(epoch_seed(seed, epoch, 1)))
-        for batch_w, batch_a in runtime.progress(batches, desc=f"epoch {epoch + 1}", total=min(len(loader_w), len(loader_a))):
-            loss, logits = method.train_step(batch_w, batch_a, w_optimizer, lr)
-            y = batch_w[1]
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(dim=1) == y).sum().item()
-            seen += len(y)
+        train_loss, train_acc = train_epoch(method, loaders, w_optimizer, lr, seed, epoch, desc=f"epoch {epoch + 1}")
         scheduler.step()
         valid_loss, valid_acc = evaluate(
             model, loader_eval, {"weights": method.eval_weights()}, device, rt["amp"], bn=settings["eval_bn"]
@@ -109,8 +90,8 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
         row = {
             "epoch": epoch,
             "lr": lr,
-            "train_loss": loss_sum / seen,
-            "train_acc": 100.0 * correct / seen,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
             "valid_loss": valid_loss,
             "valid_acc": valid_acc,
             "wall_time": time.perf_counter() - started,
@@ -131,6 +112,70 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     artifacts.save_checkpoint(out_dir / SUPERNET_FILE, "supernet", payload(epochs))
     finish(resume_path)
     return out_dir / SUPERNET_FILE
+
+
+@dataclass
+class SearchLoaders:
+    """The search's data: weights train on ``w``, architecture steps read ``a``, and the
+    supernet is validated on ``eval`` (the architecture half, unaugmented)."""
+
+    w: BatchLoader
+    a: BatchLoader
+    eval: BatchLoader
+
+
+def search_split(labels: torch.Tensor, num_classes: int, settings: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the weight half and the architecture half of the (subset of the) train set."""
+    pool = torch.arange(len(labels))
+    if settings["subset_per_class"] is not None:
+        per_class = settings["subset_per_class"] / (len(pool) / num_classes)
+        pool, _ = stratified_split(labels, min(per_class, 1.0), settings["split_seed"])
+    train_pos, arch_pos = stratified_split(labels[pool], settings["train_portion"], settings["split_seed"])
+    return pool[train_pos], pool[arch_pos]
+
+
+def search_loaders(data: PreparedData, settings: dict[str, Any], channels_last: bool, eval_batch_size: int | None = None) -> SearchLoaders:
+    """The loaders of a search with ``settings`` (selection methods rebuild the same split)."""
+    train_idx, arch_idx = search_split(data.train_labels, data.num_classes, settings)
+    augment = Augment(crop_padding=4, flip=True, cutout=0)
+    common = dict(mean=data.meta["mean"], std=data.meta["std"], channels_last=channels_last)
+    images, labels, batch = data.train_images, data.train_labels, settings["batch_size"]
+    return SearchLoaders(
+        w=BatchLoader(images, labels, train_idx, batch, augment=augment, shuffle=True, **common),
+        a=BatchLoader(images, labels, arch_idx, batch, augment=augment, shuffle=True, **common),
+        eval=BatchLoader(images, labels, arch_idx, eval_batch_size or settings["eval_batch_size"], **common),
+    )
+
+
+def build_supernet(space, settings: dict[str, Any], num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
+    model = space.build_supernet(settings["init_channels"], settings["layers"], num_classes)
+    return model.to(device, memory_format=runtime.memory_format(channels_last))
+
+
+def train_epoch(
+    method, loaders: SearchLoaders, w_optimizer, lr: float, seed: int, epoch: int, desc: str, batch_size: int | None = None
+) -> tuple[float, float]:
+    """One pass of ``method.train_step`` over the weight half (batches of ``batch_size``,
+    default the loaders'); a method that is not bilevel gets no architecture batches.
+    Returns (mean loss, accuracy %). The batches depend on (seed, epoch) only, so a resumed
+    run replays the same ones."""
+    method.model.train()
+    size = batch_size or loaders.w.batch_size
+    batches_w = loaders.w.epoch(epoch_seed(seed, epoch, 0), size)
+    steps = -(-loaders.w.num_samples // size)
+    if method.bilevel:
+        batches = zip(batches_w, loaders.a.epoch(epoch_seed(seed, epoch, 1), size))
+        steps = min(steps, -(-loaders.a.num_samples // size))
+    else:
+        batches = ((batch_w, None) for batch_w in batches_w)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for batch_w, batch_a in runtime.progress(batches, desc=desc, total=steps):
+        loss, logits = method.train_step(batch_w, batch_a, w_optimizer, lr)
+        y = batch_w[1]
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(dim=1) == y).sum().item()
+        seen += len(y)
+    return loss_sum / seen, 100.0 * correct / seen
 
 
 def _write_metrics(path: Path, history: dict[str, list], params, options, settings) -> None:

@@ -2,16 +2,103 @@
 
 from __future__ import annotations
 
+import json
+import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
+
+from pipeline import artifacts
+
+
+# Where a resumable method keeps its resume point, relative to ctx.work_dir.
+RESUME_FILE = Path("checkpoint") / "last.pt"
 
 
 class SelectionError(ValueError):
     """A selection that cannot be made as configured; the message says why."""
+
+
+class DecisionLog:
+    """The decision record a method fills while it selects (written as decisions.h5).
+
+    A decision is one choice (an edge's op, an edge to drop, an architecture among
+    samples); its candidates are what was compared, each with a ``score`` (what
+    ``criterion`` names: validation accuracy or loss with the candidate removed, an
+    architecture weight, a proxy value) and, where it has one, its architecture weight.
+    """
+
+    def __init__(self) -> None:
+        self.decisions: list[dict[str, Any]] = []
+        self.candidates: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] = {}
+
+    def add(
+        self,
+        *,
+        step: int,
+        cell_type: str,
+        kind: str,
+        criterion: str,
+        action: str,
+        choice: str,
+        candidates: Sequence[tuple[str, int, float, float]],
+        node: int = -1,
+        input: int = -1,
+        edge: int = -1,
+    ) -> int:
+        """Append a decision; ``candidates`` are (name, input node or -1, score, weight or nan)."""
+        index = len(self.decisions)
+        self.decisions.append(
+            {
+                "step": step,
+                "cell_type": cell_type,
+                "kind": kind,
+                "node": node,
+                "input": input,
+                "edge": edge,
+                "criterion": criterion,
+                "action": action,
+                "choice": choice,
+                "valid_acc_after": math.nan,
+                "valid_loss_after": math.nan,
+            }
+        )
+        for name, source, score, weight in candidates:
+            self.candidates.append(
+                {"decision": index, "name": name, "input": int(source), "score": float(score), "weight": float(weight)}
+            )
+        return index
+
+    def after_step(self, step: int, valid_acc: float, valid_loss: float) -> None:
+        """The supernet's validation accuracy and loss once ``step``'s decisions are made (and tuned)."""
+        for row in self.decisions:
+            if row["step"] == step:
+                row["valid_acc_after"], row["valid_loss_after"] = float(valid_acc), float(valid_loss)
+
+    # -- resume (one JSON string: pickling thousands of small objects is slow)
+    def state(self) -> str:
+        return json.dumps({"decisions": self.decisions, "candidates": self.candidates, "summary": self.summary})
+
+    def load_state(self, state: str) -> None:
+        loaded = json.loads(state)
+        self.decisions, self.candidates, self.summary = loaded["decisions"], loaded["candidates"], loaded["summary"]
+
+    def to_artifact(self, method: str, algorithm: str, provenance: dict[str, Any]) -> artifacts.Decisions:
+        def table(rows: list[dict], columns: dict[str, str]) -> dict[str, list]:
+            return {name: [row[name] for row in rows] for name in columns}
+
+        return artifacts.Decisions(
+            method=method,
+            algorithm=algorithm,
+            decisions=table(self.decisions, artifacts.DECISION_COLUMNS),
+            candidates=table(self.candidates, artifacts.CANDIDATE_COLUMNS),
+            summary=dict(self.summary),
+            provenance=provenance,
+        )
 
 
 @dataclass
@@ -22,6 +109,19 @@ class SelectionContext:
     data_path: Path
     device: torch.device
     seed: int
+    runtime: dict[str, Any] = field(default_factory=lambda: {"amp": "none", "channels_last": False})
+    supernet_path: Path | None = None  # named in error messages
+    work_dir: Path | None = None  # where a long selection keeps its resume point
+    resume_key: dict[str, Any] | None = None  # what a resume point must match
+    record: DecisionLog = field(default_factory=DecisionLog)
+
+    @property
+    def search_params(self) -> dict[str, Any]:
+        return self.checkpoint["provenance"]["params"]
+
+    @property
+    def amp(self) -> str:
+        return self.runtime.get("amp", "none")
 
 
 class SelectionMethod(ABC):
@@ -36,10 +136,11 @@ class SelectionMethod(ABC):
     @classmethod
     def accepts(cls, search_algorithm: str) -> bool:
         return cls.SEARCH_ALGORITHMS is None or search_algorithm in cls.SEARCH_ALGORITHMS
+    resumable = False  # keeps a resume point in ctx.work_dir (then run_select gives it ctx.resume_key)
 
     def __init__(self, options: dict[str, Any]):
         self.options = options
 
     @abstractmethod
     def select(self, ctx: SelectionContext) -> dict[str, Any]:
-        """Return the genotype's cells in the space's JSON form."""
+        """Return the genotype's cells in the space's JSON form; explain the choices in ``ctx.record``."""

@@ -1,0 +1,419 @@
+"""Perturbation-based selection (DARTS-PT, Wang et al., 2021) and its PT-Mag ablation.
+
+On the trained supernet, with the search method restored from its checkpoint:
+
+1. Operations. A step decides one undecided edge of every cell type, picked uniformly at
+   random (seeded by the selection seed, the step and the cell type). ``pt``: each
+   candidate op is removed in turn (its weight set to 0, no renormalisation) and the
+   supernet evaluated on the whole validation split (the search's architecture half);
+   the op whose removal hurts most is kept (criterion ``acc``: lowest accuracy, ``loss``:
+   highest loss; ties go to the earlier op). ``pt_mag``: the op with the largest current
+   weight. The edge becomes one-hot.
+2. Topology (spaces with ``inputs_per_node``; NAS-Bench-201-like spaces have None and
+   skip it): a step picks, per cell type, a random node with more incoming edges than
+   allowed and drops, one at a time, the edge whose removal leaves the best supernet
+   (highest accuracy / lowest loss), until ``inputs_per_node`` remain. As in the
+   reference, the removals of one node are not separated by fine-tuning.
+3. Between steps the supernet is fine-tuned ``finetune_epochs`` epochs with the search
+   method's own ``train_step``: SGD restarted at ``finetune_lr_scale`` x the search's
+   ``w_lr`` (search momentum and weight decay), cosine to the search's ``w_lr_min`` over the
+   whole selection; the architecture state keeps training where the method trains it
+   (DARTS: alpha of undecided edges; fix-alpha: nothing). No tuning follows the last step.
+
+Choices of this implementation (config values, defaults as the reference):
+``eval_bn: batch`` evaluates with batch-statistics BN as the reference does, over groups
+of ``bn_batch_size`` = 64 samples (the reference's batch) inside large batches;
+``running`` uses the running statistics. ``exclude_ops`` (default ``none``) are never
+candidates, as in the paper's DARTS experiments. ``eval_images`` (default: all) evaluates
+on a class-stratified subset of the validation split, for small-scale runs. The decision record holds every
+candidate's score and the supernet's validation accuracy after each step's tuning.
+
+The selection resumes after a kill from the last finished step (``<out dir>/checkpoint/last.pt``)
+with the same decisions: edge picks are a function of (seed, step, cell type), and each
+fine-tuning epoch's batches of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from pipeline import artifacts, runtime
+from pipeline.data import BatchLoader, load_prepared
+from pipeline.select import METHODS
+from pipeline.search import METHODS as SEARCH_METHODS
+from pipeline.search.loop import build_supernet, search_loaders, train_epoch
+from pipeline.select.base import RESUME_FILE, DecisionLog, SelectionContext, SelectionError, SelectionMethod
+from pipeline.select.magnitude import ALL_OPS, parse_magnitude
+from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets
+
+FINETUNE_EPOCH_BASE = 100_000  # fine-tuning data streams differ from the search's epochs
+
+PT_OPTIONS: dict[str, dict[str, Any]] = {
+    "criterion": {"enum": ["acc", "loss"], "default": "acc", "description": "what a removal is judged by"},
+    "finetune_epochs": {"type": "integer", "minimum": 0, "default": 5, "description": "tuning epochs between decision steps"},
+    "finetune_lr_scale": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": 0.1,
+        "description": "tuning lr = search w_lr x this, cosine to the search's w_lr_min over the selection",
+    },
+    "eval_bn": {"enum": ["batch", "running"], "default": "batch", "description": "BN statistics of the evaluation passes"},
+    "bn_batch_size": {
+        "type": ["integer", "null"],
+        "minimum": 2,
+        "default": 64,
+        "description": "eval_bn batch: samples per BN statistics group (null: the whole eval batch)",
+    },
+    "eval_batch_size": {"type": "integer", "minimum": 1, "default": 512, "description": "images per evaluation forward"},
+    "eval_images": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "default": None,
+        "description": "evaluate on a class-stratified subset of this many validation images (null: the whole split, as the paper)",
+    },
+    "topology": {"type": "boolean", "default": True, "description": "decide the inputs of each node by perturbation"},
+    "exclude_ops": {
+        "type": "array",
+        "items": {"enum": ALL_OPS},
+        "uniqueItems": True,
+        "default": ["none"],
+        "description": "ops never selected",
+    },
+}
+
+
+class PerturbationSelection:
+    """The PT loop on a projected supernet; independent of checkpoints and files.
+
+    ``current_weights()`` gives the (unprojected) op weights now, e.g. the search method's
+    ``eval_weights()`` while alpha keeps training; ``finetune(step)`` tunes after ``step``;
+    ``on_step(done)`` is called after each finished step (to save a resume point).
+    """
+
+    def __init__(
+        self,
+        space,
+        net: ProjectedSupernet,
+        valid_loader,
+        options: dict[str, Any],
+        seed: int,
+        device: torch.device,
+        amp: str,
+        record: DecisionLog,
+        op_rule: str,
+        current_weights: Callable[[], dict[str, torch.Tensor]],
+        finetune: Callable[[int], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ):
+        self.space, self.net, self.loader = space, net, valid_loader
+        self.options, self.seed, self.device, self.amp = options, seed, device, amp
+        self.record, self.op_rule = record, op_rule
+        self.current_weights = current_weights
+        self.finetune = finetune
+        self.on_step = on_step
+        self.edges = space.edges()
+        self.inputs_per_node = getattr(space, "inputs_per_node", None) if options["topology"] else None
+        self.excluded = set(options["exclude_ops"])
+
+    # -- schedule
+    def nodes_to_prune(self, kind: str) -> list[int]:
+        if self.inputs_per_node is None:
+            return []
+        counts: dict[int, int] = {}
+        for e, (node, _) in enumerate(self.edges):
+            if not self.net.removed[kind][e]:
+                counts[node] = counts.get(node, 0) + 1
+        return sorted(node for node, count in counts.items() if count > self.inputs_per_node)
+
+    def num_steps(self) -> tuple[int, int]:
+        """(operation steps, topology steps) of a whole selection."""
+        op_steps = len(self.edges)
+        topo_steps = 0
+        if self.inputs_per_node is not None:
+            incoming = [sum(1 for node, _ in self.edges if node == n) for n in sorted({n for n, _ in self.edges})]
+            topo_steps = sum(1 for count in incoming if count > self.inputs_per_node)
+        return op_steps, topo_steps
+
+    def _rng(self, step: int, kind: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, step, self.space.cell_types.index(kind)])
+
+    # -- evaluation
+    def projected(self) -> dict[str, torch.Tensor]:
+        return {k: w.detach().to(self.device) for k, w in self.net.project(self.current_weights()).items()}
+
+    def evaluate(self, weight_sets: list[dict[str, torch.Tensor]]) -> list[tuple[float, float]]:
+        o = self.options
+        return evaluate_weight_sets(
+            self.net.supernet, self.loader, weight_sets, self.device, self.amp, o["eval_bn"], o["bn_batch_size"]
+        )
+
+    def _pick(self, results: list[tuple[float, float]], hurt_most: bool) -> tuple[int, list[float]]:
+        """The candidate whose removal hurts most (an op to keep) or least (an edge to drop),
+        and every candidate's score. Ties as in the reference: the earlier op is kept, the
+        later edge dropped."""
+        loss_crit = self.options["criterion"] == "loss"
+        scores = [loss if loss_crit else acc for loss, acc in results]
+        harm = [s if loss_crit else -s for s in scores]  # lower accuracy / higher loss hurts more
+        order = range(len(harm))
+        pick = max(order, key=lambda i: (harm[i], -i)) if hurt_most else min(order, key=lambda i: (harm[i], -i))
+        return pick, scores
+
+    # -- decisions
+    def decide_op(self, step: int, kind: str) -> None:
+        """Decide a random undecided edge of ``kind``."""
+        self.decide_edge(step, kind, int(self._rng(step, kind).choice(self.net.undecided(kind))))
+
+    def decide_edge(self, step: int, kind: str, edge: int) -> str:
+        """Give ``edge`` its op by the op rule, record why, make it one-hot; returns the op.
+        (Usable on its own, e.g. by a search method that decides edges in its own order.)"""
+        node, source = self.edges[edge]
+        names = self.space.candidates(kind)[edge]
+        allowed = [k for k, name in enumerate(names) if name not in self.excluded]
+        if not allowed:
+            raise SelectionError(f"exclude_ops {sorted(self.excluded)} leaves no op on edge {self.edges[edge]} of the {kind} cell")
+        current = self.current_weights()[kind][edge].detach().float().cpu()
+        if self.op_rule == "pt" and len(allowed) > 1:
+            base = self.projected()
+            sets = []
+            for k in allowed:
+                weights = dict(base)
+                weights[kind] = base[kind].clone()
+                weights[kind][edge, k] = 0.0
+                sets.append(weights)
+            pick, scores = self._pick(self.evaluate(sets), hurt_most=True)
+            criterion = self.options["criterion"]
+        else:  # PT-Mag (or a single candidate): the largest current weight
+            scores = [current[k].item() for k in allowed]
+            pick = max(range(len(allowed)), key=lambda i: (scores[i], -i))
+            criterion = "weight"
+        op = allowed[pick]
+        self.record.add(
+            step=step, cell_type=kind, kind="op", node=node, input=source, edge=edge, criterion=criterion,
+            action="keep", choice=names[op],
+            candidates=[(names[k], source, s, current[k].item()) for k, s in zip(allowed, scores)],
+        )
+        self.net.decide_op(kind, edge, op)
+        return names[op]
+
+    def prune_node(self, step: int, kind: str) -> None:
+        node = int(self._rng(step, kind).choice(self.nodes_to_prune(kind)))
+        names = self.space.candidates(kind)
+        current = self.current_weights()[kind].detach().float().cpu()
+        while True:
+            remaining = [e for e, (n, _) in enumerate(self.edges) if n == node and not self.net.removed[kind][e]]
+            if len(remaining) <= self.inputs_per_node:
+                return
+            base = self.projected()
+            sets = []
+            for e in remaining:
+                weights = dict(base)
+                weights[kind] = base[kind].clone()
+                weights[kind][e] = 0.0
+                sets.append(weights)
+            pick, scores = self._pick(self.evaluate(sets), hurt_most=False)
+            ops = [int(self.net.op_choice[kind][e]) for e in remaining]
+            edge = remaining[pick]
+            self.record.add(
+                step=step, cell_type=kind, kind="edge", node=node, input=self.edges[edge][1], edge=edge,
+                criterion=self.options["criterion"], action="remove", choice=names[edge][ops[pick]],
+                candidates=[(names[e][k], self.edges[e][1], s, current[e, k].item()) for e, k, s in zip(remaining, ops, scores)],
+            )
+            self.net.remove_edge(kind, edge)
+
+    # -- the loop
+    def run(self, start_step: int = 0) -> dict[str, Any]:
+        op_steps, topo_steps = self.num_steps()
+        total = op_steps + topo_steps
+        if start_step == 0:
+            loss, acc = self.evaluate([self.projected()])[0]
+            self.record.summary.update(initial_valid_acc=acc, initial_valid_loss=loss)
+        for step in runtime.progress(range(start_step, total), desc="PT steps", total=total - start_step, leave=True):
+            for kind in self.space.cell_types:
+                if step < op_steps:
+                    if self.net.undecided(kind):
+                        self.decide_op(step, kind)
+                elif self.nodes_to_prune(kind):
+                    self.prune_node(step, kind)
+            if self.finetune is not None and step < total - 1:
+                self.finetune(step)
+            loss, acc = self.evaluate([self.projected()])[0]
+            self.record.after_step(step, acc, loss)
+            runtime.log(f"PT step {step + 1}/{total}: valid acc {acc:.2f} loss {loss:.3f}")
+            if self.on_step is not None:
+                self.on_step(step + 1)
+        return self.cells()
+
+    def cells(self) -> dict[str, Any]:
+        """The genotype: each edge's decided op, the kept edges per node (by the current
+        weight of their op when topology selection is off)."""
+        final = {}
+        current = self.current_weights()
+        for kind in self.space.cell_types:
+            choice = self.net.op_choice[kind]
+            if (choice < 0).any():
+                raise SelectionError(f"PT ended with undecided edges in the {kind} cell")
+            strength = current[kind].detach().float().cpu().gather(1, choice.view(-1, 1))
+            if self.inputs_per_node is not None:
+                strength = torch.ones_like(strength)  # the kept edges are the ones not removed
+            weights = torch.zeros(len(self.edges), self.net.num_ops)
+            weights.scatter_(1, choice.view(-1, 1), strength.clamp(min=1e-12))
+            weights[self.net.removed[kind]] = 0.0
+            final[kind] = weights
+        return parse_magnitude(self.space, final, sorted(self.excluded))
+
+
+class _PerturbationMethod(SelectionMethod):
+    OPTIONS = PT_OPTIONS
+    op_rule = "pt"
+    resumable = True
+    runs_network = True  # fine-tunes and evaluates the supernet: a GPU job on a cluster
+
+    def select(self, ctx: SelectionContext) -> dict:
+        setup = restore_supernet(ctx, self.options["eval_batch_size"], self.options["eval_images"])
+        o, settings = self.options, setup.settings
+        net, method = setup.net, setup.method
+        w_optimizer = torch.optim.SGD(
+            net.supernet.parameters(),
+            lr=settings["w_lr"] * o["finetune_lr_scale"],
+            momentum=settings["w_momentum"],
+            weight_decay=settings["w_weight_decay"],
+        )
+        selection = PerturbationSelection(
+            ctx.space, net, setup.loaders.eval, o, ctx.seed, ctx.device, ctx.amp, ctx.record, self.op_rule,
+            current_weights=method.eval_weights,
+        )
+        op_steps, topo_steps = selection.num_steps()
+        tune_epochs = o["finetune_epochs"] * max(op_steps + topo_steps - 1, 0)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, max(tune_epochs, 1), eta_min=settings["w_lr_min"])
+
+        # The batch size the search ended with (SGAS grows it).
+        batch_size = method.batch_size(settings["batch_size"]) if hasattr(method, "batch_size") else settings["batch_size"]
+
+        def finetune(step: int) -> None:
+            for i in range(o["finetune_epochs"]):
+                epoch = step * o["finetune_epochs"] + i
+                lr = scheduler.get_last_lr()[0]
+                desc = f"tune {epoch + 1}/{tune_epochs}"
+                train_epoch(method, setup.loaders, w_optimizer, lr, ctx.seed, FINETUNE_EPOCH_BASE + epoch, desc, batch_size)
+                scheduler.step()
+
+        resume_path = ctx.work_dir / RESUME_FILE if ctx.work_dir is not None else None
+
+        def payload(done: int) -> dict[str, Any]:
+            return {
+                "step": done,
+                "model": net.supernet.state_dict(),
+                "method": method.state_dict(),
+                "optimizer": w_optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": method.scaler.state_dict(),
+                "rng": artifacts.rng_state(),
+                "projection": net.state(),
+                "record": ctx.record.state(),
+                "provenance": artifacts.provenance({}, seed=ctx.seed, resume_key=ctx.resume_key),
+            }
+
+        start = 0
+        if resume_path is not None and resume_path.exists():
+            state = artifacts.load_checkpoint(resume_path, "select", map_location="cpu")
+            if state["provenance"].get("resume_key") == ctx.resume_key:
+                net.supernet.load_state_dict(state["model"])
+                method.load_state_dict(state["method"])
+                w_optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                method.scaler.load_state_dict(state["scaler"])
+                artifacts.set_rng_state(state["rng"])
+                net.load_state(state["projection"])
+                ctx.record.load_state(state["record"])
+                start = int(state["step"])
+                runtime.log(f"resuming selection from {resume_path} after step {start}")
+            else:
+                runtime.log(f"{resume_path} was made with other parameters or inputs; starting afresh")
+
+        selection.finetune = finetune if o["finetune_epochs"] > 0 else None
+        if resume_path is not None:
+            selection.on_step = lambda done: artifacts.save_checkpoint(resume_path, "select", payload(done))
+        ctx.record.summary.update(
+            criterion=o["criterion"], op_rule=self.op_rule, eval_bn=o["eval_bn"], bn_batch_size=o["bn_batch_size"],
+            eval_batch_size=setup.loaders.eval.batch_size, eval_images=setup.loaders.eval.num_samples, finetune_epochs=o["finetune_epochs"],
+            finetune_lr=settings["w_lr"] * o["finetune_lr_scale"], topology=bool(selection.inputs_per_node),
+            search_method=ctx.search_params["options"]["algorithm"],
+        )
+        return selection.run(start)  # run_select drops the resume point once the outputs exist
+
+
+@METHODS.register("pt")
+class PerturbationSelect(_PerturbationMethod):
+    op_rule = "pt"
+
+
+@METHODS.register("pt_mag")
+class PerturbationMagnitudeSelect(_PerturbationMethod):
+    """PT-Mag: PT's schedule and topology step, but each edge keeps its largest-weight op."""
+
+    op_rule = "mag"
+
+
+# ---------------------------------------------------------------- the supernet, restored
+
+
+class RestoredSupernet:
+    """The supernet, its search method and the search's data split, as at the end of the search."""
+
+    def __init__(self, settings, net, method, loaders, data):
+        self.settings, self.net, self.method, self.loaders, self.data = settings, net, method, loaders, data
+
+
+def stratified_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """Positions of ``count`` samples taken round-robin over the classes (each class in a
+    seeded random order), sorted: as class-balanced as ``count`` allows."""
+    labels = labels.cpu().tolist()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    by_class: dict[int, list[int]] = {}
+    for position in order:
+        by_class.setdefault(labels[position], []).append(position)
+    rounds = itertools.zip_longest(*(by_class[label] for label in sorted(by_class)))
+    interleaved = [position for group in rounds for position in group if position is not None]
+    return torch.tensor(sorted(interleaved[:count]), dtype=torch.long)
+
+
+def restore_supernet(ctx: SelectionContext, eval_batch_size: int | None = None, eval_images: int | None = None) -> RestoredSupernet:
+    """Rebuild the trained supernet and its search method from the checkpoint (projected, so
+    decisions can be applied), with the search's loaders on the same split; ``eval_images``
+    keeps a class-stratified subset of the validation half for evaluation."""
+    where = ctx.supernet_path or "supernet checkpoint"
+    params = ctx.search_params
+    settings = params["settings"]
+    data = load_prepared(ctx.data_path, ctx.device)
+    channels_last = ctx.runtime.get("channels_last", False)
+    loaders = search_loaders(data, settings, channels_last, eval_batch_size)
+    valid = loaders.eval
+    if eval_images is not None and eval_images < valid.num_samples:
+        keep = stratified_subset(data.train_labels[valid.indices], eval_images, settings["split_seed"])
+        loaders.eval = BatchLoader(
+            data.train_images, data.train_labels, valid.indices[keep], valid.batch_size,
+            mean=data.meta["mean"], std=data.meta["std"], channels_last=channels_last,
+        )
+    supernet = build_supernet(ctx.space, settings, data.num_classes, ctx.device, channels_last)
+    try:
+        supernet.load_state_dict(ctx.checkpoint["model"])
+    except RuntimeError as exc:
+        detail = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc).splitlines()[0]
+        raise artifacts.ArtifactError(
+            f"{where}: its weights do not fit a {ctx.space.name!r} supernet with init_channels "
+            f"{settings['init_channels']}, layers {settings['layers']} and the {data.num_classes} classes of {ctx.data_path} ({detail.strip()})"
+        ) from None
+    net = ProjectedSupernet(supernet, ctx.space)
+    try:
+        method_cls = SEARCH_METHODS.get(params["options"]["algorithm"])
+    except KeyError as exc:
+        raise artifacts.ArtifactError(f"{where}: {exc}") from None
+    method = method_cls(ctx.space, net, params["options"], settings, ctx.device, ctx.amp)
+    if hasattr(method, "on_data"):  # methods that scale with the data size (BaLeNAS)
+        method.on_data(loaders.w.num_samples, loaders.a.num_samples)
+    method.load_state_dict(ctx.checkpoint["method"])
+    return RestoredSupernet(settings, net, method, loaders, data)

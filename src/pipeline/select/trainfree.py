@@ -1,0 +1,199 @@
+"""Train-free selection (BaLeNAS-TF, Zhang et al.): draw K architectures from the learnt
+distribution, score each untrained child network with a saliency proxy, keep the best.
+
+Sampling. If the search method learnt a Gaussian over alpha and stored it in its state
+(``checkpoint["method"]["mu"]`` and ``["sigma"]``, per cell type; BaLeNAS), alpha is drawn
+from N(mu, sigma^2); otherwise each edge's op weights are read as a categorical
+distribution and alpha = log(weight) + Gumbel noise (the Gumbel-max trick: an exact draw of
+each edge's op). The sample is parsed like the DARTS parse (``exclude_ops``, top
+``inputs_per_node`` edges per node).
+
+Proxies (Abdelfattah et al., 2021, as BaLeNAS-TF uses them), summed over the weights of
+every convolution and linear layer of the child network built with ``space.build_network``
+at the search's ``init_channels`` and ``layers``, no auxiliary head; the largest wins:
+- ``synflow``: no data. BN layers removed, weights replaced by |theta|, one all-ones input
+  of ``image_size``; score = sum theta * dR/dtheta with R the sum of the logits. In
+  float64: the products over depth overflow float32.
+- ``snip``: one batch, train mode; score = sum |theta * dL/dtheta|.
+- ``grasp``: one batch, train mode; score = sum -theta * (H g), g = dL/dtheta, H the
+  Hessian of L (temperature 1, as the zero-cost proxies use it).
+Sample k's alpha and network initialisation come from (seed, k); SNIP and GraSP score
+every sample on the same batch (the first of the search's weight-half loader for the seed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.select import METHODS
+from pipeline.select.base import SelectionContext, SelectionError, SelectionMethod
+from pipeline.select.magnitude import ALL_OPS, parse_magnitude
+
+
+def _scored_layers(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _logits(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def synflow(net: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> float:
+    """SynFlow of ``net`` (modified in place: use a fresh network). Needs no data."""
+    net = net.to(device=device, dtype=torch.float64)
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.forward = lambda x: x  # the proxy is defined on the network without BN
+    net.eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    net.zero_grad(set_to_none=True)
+    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
+    _logits(net(ones)).sum().backward()
+    return _sum_over_layers(net, lambda w: (w * w.grad).abs())
+
+
+def snip(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """SNIP saliency of ``net`` on one batch (``net`` gets gradients)."""
+    net.train()
+    net.zero_grad(set_to_none=True)
+    F.cross_entropy(_logits(net(x)), y).backward()
+    return _sum_over_layers(net, lambda w: (w * w.grad).abs())
+
+
+def grasp(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """GraSP score of ``net`` on one batch: sum of -theta * Hg."""
+    net.train()
+    weights = [m.weight for m in _scored_layers(net)]
+    first = torch.autograd.grad(F.cross_entropy(_logits(net(x)), y), weights, allow_unused=True)
+    grads = torch.autograd.grad(F.cross_entropy(_logits(net(x)), y), weights, create_graph=True, allow_unused=True)
+    z = sum((g0.detach() * g).sum() for g0, g in zip(first, grads) if g0 is not None and g is not None)
+    if not torch.is_tensor(z) or not z.requires_grad:
+        return 0.0
+    hessian_g = torch.autograd.grad(z, weights, allow_unused=True)
+    total = sum((-w.detach() * h).sum().item() for w, h in zip(weights, hessian_g) if h is not None)
+    return float(total)
+
+
+def _sum_over_layers(net: nn.Module, saliency: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    total = 0.0
+    for layer in _scored_layers(net):
+        if layer.weight.grad is not None:
+            total += saliency(layer.weight).sum().item()
+    return total
+
+
+PROXIES = ("synflow", "snip", "grasp")
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def arch_distribution(checkpoint: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The Gaussian over alpha the search learnt ({cell type: (mu, sigma)}), if it stored one."""
+    state = checkpoint.get("method")
+    if isinstance(state, dict) and isinstance(state.get("mu"), dict) and isinstance(state.get("sigma"), dict):
+        return {kind: (state["mu"][kind].float().cpu(), state["sigma"][kind].float().cpu()) for kind in state["mu"]}
+    return None
+
+
+def sample_weights(
+    eval_weights: dict[str, torch.Tensor],
+    distribution: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """One draw of op weights per cell type: softmax of alpha ~ N(mu, sigma^2), or of
+    log(weight) + Gumbel noise when there is no Gaussian."""
+    sampled = {}
+    for kind in sorted(eval_weights):
+        w = eval_weights[kind].detach().float().cpu()
+        if distribution is not None:
+            mu, sigma = distribution[kind]
+            alpha = mu + sigma * torch.randn(mu.shape, generator=generator)
+        else:
+            uniform = torch.rand(w.shape, generator=generator).clamp(1e-20, 1.0)
+            alpha = w.clamp(min=1e-30).log() - torch.log(-torch.log(uniform))
+        sampled[kind] = F.softmax(alpha, dim=-1)
+    return sampled
+
+
+@METHODS.register("trainfree")
+class TrainFree(SelectionMethod):
+    runs_network = True  # scores networks on a batch: a GPU job on a cluster
+    OPTIONS = {
+        "proxy": {"enum": list(PROXIES), "default": "synflow", "description": "saliency proxy that scores each sample"},
+        "samples": {"type": "integer", "minimum": 1, "default": 10, "description": "K architectures drawn (BaLeNAS-TF: 10, 50, 100)"},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 64, "description": "snip/grasp: images in the one batch"},
+        "image_size": {"type": "integer", "minimum": 1, "default": 32, "description": "synflow: side of the all-ones input"},
+        "exclude_ops": {
+            "type": "array",
+            "items": {"enum": ALL_OPS},
+            "uniqueItems": True,
+            "default": ["none"],
+            "description": "ops never selected when a sample is parsed",
+        },
+    }
+
+    def select(self, ctx: SelectionContext) -> dict:
+        o = self.options
+        space, settings = ctx.space, ctx.search_params["settings"]
+        distribution = arch_distribution(ctx.checkpoint)
+        samples = []
+        for k in range(o["samples"]):
+            generator = torch.Generator().manual_seed(_seed(ctx.seed, k, 0))
+            weights = sample_weights(ctx.arch_weights, distribution, generator)
+            samples.append(parse_magnitude(space, weights, o["exclude_ops"]))
+
+        batch = None
+        if o["proxy"] == "synflow":
+            num_classes = _num_classes(ctx)
+        else:
+            batch, num_classes = one_batch(ctx, o["batch_size"])
+        scores = []
+        for k, cells in enumerate(samples):
+            torch.manual_seed(_seed(ctx.seed, k, 1))
+            net = space.build_network(cells, settings["init_channels"], settings["layers"], num_classes, False).to(ctx.device)
+            if o["proxy"] == "synflow":
+                score = synflow(net, (3, o["image_size"], o["image_size"]), ctx.device)
+            else:
+                score = (snip if o["proxy"] == "snip" else grasp)(net, *batch)
+            scores.append(score)
+        ranked = [s if math.isfinite(s) else -math.inf for s in scores]
+        best = max(range(len(samples)), key=lambda i: (ranked[i], -i))
+        texts = [space.to_text(cells) for cells in samples]
+        ctx.record.add(
+            step=0, cell_type="all", kind="sample", criterion=o["proxy"], action="keep", choice=texts[best],
+            candidates=[(text, -1, score, math.nan) for text, score in zip(texts, scores)],
+        )
+        ctx.record.summary.update(
+            proxy=o["proxy"], samples=o["samples"], sampling="gaussian" if distribution is not None else "categorical",
+            search_method=ctx.search_params["options"]["algorithm"],
+        )
+        return samples[best]
+
+
+def _num_classes(ctx: SelectionContext) -> int:
+    """Classes of the search, from the supernet's classifier (SynFlow reads no data)."""
+    for name, tensor in ctx.checkpoint["model"].items():
+        if name.endswith("classifier.weight"):
+            return int(tensor.shape[0])
+    raise SelectionError(f"{ctx.supernet_path}: no 'classifier.weight' in the supernet to tell the number of classes")
+
+
+def one_batch(ctx: SelectionContext, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    """The first batch of the search's weight-half loader for the selection seed."""
+    from pipeline.data import load_prepared
+    from pipeline.search.loop import search_loaders
+
+    data = load_prepared(ctx.data_path, ctx.device)
+    loader = search_loaders(data, ctx.search_params["settings"], channels_last=False).w
+    x, y = next(iter(loader.epoch(_seed(ctx.seed, 2), batch_size=batch_size)))
+    return (x, y), data.num_classes
