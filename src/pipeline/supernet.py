@@ -74,8 +74,11 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.multiplier :], dim=1)
 
 
-def active_ops(weights: torch.Tensor, candidates: Sequence[Sequence[str]]) -> list[list[int]]:
-    """Per edge, the indices of ops that can contribute: non-zero weight and not ``none``."""
+def active_ops(weights: torch.Tensor, candidates: Sequence[Sequence[str]], keep_zero: bool = False) -> list[list[int]]:
+    """Per edge, the indices of ops that can contribute: non-zero weight (unless ``keep_zero``)
+    and not ``none``."""
+    if keep_zero:
+        return [[k for k, name in enumerate(names) if name not in ZERO_OPS] for names in candidates]
     nonzero = weights.detach().reshape(-1, *weights.shape[-2:]).ne(0).any(dim=0).cpu().tolist()
     return [
         [k for k, name in enumerate(names) if nonzero[e][k] and name not in ZERO_OPS]
@@ -113,8 +116,10 @@ class SuperNet(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
-    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        active = {kind: active_ops(w, self.candidates[kind]) for kind, w in weights.items()}
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor], keep_zero: bool = False) -> torch.Tensor:
+        """``keep_zero`` computes zero-weight ops too: the gradient w.r.t. an op's weight is
+        not zero where the weight is (SDARTS-ADV's attack needs it)."""
+        active = {kind: active_ops(w, self.candidates[kind], keep_zero) for kind, w in weights.items()}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"

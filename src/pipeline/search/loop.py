@@ -60,6 +60,7 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     model = space.build_supernet(settings["init_channels"], settings["layers"], data.num_classes)
     model = model.to(device, memory_format=runtime.memory_format(rt["channels_last"]))
     method = method_cls(space, model, options, settings, device, rt["amp"])
+    method.on_data(len(train_idx), len(arch_idx))
     w_optimizer = torch.optim.SGD(
         model.parameters(), lr=settings["w_lr"], momentum=settings["w_momentum"], weight_decay=settings["w_weight_decay"]
     )
@@ -94,10 +95,17 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
         started = time.perf_counter()
         lr = scheduler.get_last_lr()[0]
         method.on_epoch_start(epoch, epochs)
+        batch_size = method.batch_size(settings["batch_size"])
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        batches = zip(loader_w.epoch(epoch_seed(seed, epoch, 0)), loader_a.epoch(epoch_seed(seed, epoch, 1)))
-        for batch_w, batch_a in runtime.progress(batches, desc=f"epoch {epoch + 1}", total=min(len(loader_w), len(loader_a))):
+        batches_w = loader_w.epoch(epoch_seed(seed, epoch, 0), batch_size)
+        steps = -(-loader_w.num_samples // batch_size)
+        if method.bilevel:
+            batches = zip(batches_w, loader_a.epoch(epoch_seed(seed, epoch, 1), batch_size))
+            steps = min(steps, -(-loader_a.num_samples // batch_size))
+        else:  # no architecture batches are drawn
+            batches = ((batch_w, None) for batch_w in batches_w)
+        for batch_w, batch_a in runtime.progress(batches, desc=f"epoch {epoch + 1}", total=steps):
             loss, logits = method.train_step(batch_w, batch_a, w_optimizer, lr)
             y = batch_w[1]
             loss_sum += loss.item() * len(y)
@@ -107,9 +115,11 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
         valid_loss, valid_acc = evaluate(
             model, loader_eval, {"weights": method.eval_weights()}, device, rt["amp"], bn=settings["eval_bn"]
         )
+        method.on_epoch_end(epoch, epochs)
         row = {
             "epoch": epoch,
             "lr": lr,
+            "batch_size": batch_size,
             "train_loss": loss_sum / seen,
             "train_acc": 100.0 * correct / seen,
             "valid_loss": valid_loss,
