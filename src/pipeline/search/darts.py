@@ -122,23 +122,26 @@ class Darts(SearchMethod):
                     step = step + momentum * buf
                 unrolled.append((p - lr * step).requires_grad_(True))
 
+        # BN statistics of the virtual passes go to one scratch copy: they must not move the
+        # supernet's (DARTS uses a model copy), and no pass reads them back (train mode
+        # normalises by batch statistics; eval mode does not update them).
+        scratch = {name: b.clone() for name, b in self.model.named_buffers()}
+
         # Validation loss at w'; gradients for alpha and for w'.
-        val_loss = self._functional_loss(dict(zip(names, unrolled)), batch_a, alpha)
+        val_loss = self._functional_loss(dict(zip(names, unrolled)), scratch, batch_a, alpha)
         all_grads = torch.autograd.grad(val_loss, alphas + unrolled)
         d_alpha, d_unrolled = list(all_grads[: len(alphas)]), list(all_grads[len(alphas) :])
 
-        hvp = self._hessian_vector_product(names, params, d_unrolled, batch_w, alpha)
+        hvp = self._hessian_vector_product(names, params, d_unrolled, scratch, batch_w, alpha)
         return [da - lr * h for da, h in zip(d_alpha, hvp)]
 
-    def _functional_loss(self, params: dict[str, torch.Tensor], batch, alpha) -> torch.Tensor:
-        """Loss at other weights, in fp32. BN statistics go to copies: the virtual steps
-        must not move the supernet's running statistics (DARTS uses a model copy)."""
+    def _functional_loss(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], batch, alpha) -> torch.Tensor:
+        """Loss at other weights and BN buffers, in fp32."""
         x, y = batch
-        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
         logits = functional_call(self.model, {**params, **buffers}, (x, self.weights(alpha)))
         return F.cross_entropy(logits.float(), y)
 
-    def _hessian_vector_product(self, names, params, vector, batch_w, alpha) -> list[torch.Tensor]:
+    def _hessian_vector_product(self, names, params, vector, buffers, batch_w, alpha) -> list[torch.Tensor]:
         """(grad_alpha L_train(w + r v) - grad_alpha L_train(w - r v)) / (2 r)."""
         alphas = list(alpha.values())
         r = self.options["hvp_epsilon"] / torch.cat([v.flatten() for v in vector]).norm()
@@ -146,6 +149,6 @@ class Darts(SearchMethod):
         for sign in (1.0, -1.0):
             with torch.no_grad():
                 shifted = {n: p + sign * r * v for n, p, v in zip(names, params, vector)}
-            loss = self._functional_loss(shifted, batch_w, alpha)
+            loss = self._functional_loss(shifted, buffers, batch_w, alpha)
             grads.append(torch.autograd.grad(loss, alphas))
         return [(gp - gm) / (2 * r) for gp, gm in zip(*grads)]

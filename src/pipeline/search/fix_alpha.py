@@ -29,6 +29,9 @@ class FixAlpha(SearchMethod):
         return {kind: F.softmax(alpha, dim=-1) for kind, alpha in self.alpha.items()}
 
     def train_step(self, batch_w, batch_a, w_optimizer, lr):
+        return self.weight_update(batch_w, w_optimizer)
+
+    def weight_update(self, batch_w, w_optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch_w
         return self.weight_step(x, y, self.eval_weights(), w_optimizer)
 
