@@ -15,7 +15,9 @@ includes state the first step creates (momentum buffers: a few MiB at C=16).
     python bench/search_step.py --setting darts --device cuda    # DARTS defaults on a GPU
 
 Ours runs with channels_last (and bf16 autocast on CUDA; the unrolled 2nd-order step is
-always fp32); change with --channels-last/--amp.
+always fp32); change with --channels-last/--amp. On a CPU shared with other work, wall time
+says more about the neighbours than about the step: ``--clock cpu --threads 1`` times the
+process's CPU time instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import timeit
 from pathlib import Path
 
 import torch
@@ -149,7 +153,8 @@ def run_job(job) -> dict:
     torch.manual_seed(0)
     device = torch.device(job["device"])
     step = _original_step(job, device) if job["impl"] == "original" else _our_step(job, device)
-    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    clock = time.process_time if job["clock"] == "cpu" else timeit.default_timer
+    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads(), timer=clock)
     with PeakMemory(device) as memory:
         seconds = timer.blocked_autorange(min_run_time=job["min_time"]).median
     return {**job, "seconds": seconds, "peak_mib": memory.mib}
@@ -181,6 +186,7 @@ def main() -> None:
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="bf16", help="ours on CUDA (CPU runs fp32)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per row (at least one step)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time (CPU device, 1 thread)")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_job(json.loads(args.worker))))
@@ -200,7 +206,11 @@ def main() -> None:
     for device in devices:
         cuda = device.startswith("cuda")
         amp = args.amp if cuda else "none"
-        common = dict(channels=channels, layers=layers, batch=batch, device=device, threads=args.threads, min_time=args.min_time)
+        if args.clock == "cpu" and (cuda or torch.get_num_threads() != 1):
+            parser.error("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
+        common = dict(
+            channels=channels, layers=layers, batch=batch, device=device, threads=args.threads, min_time=args.min_time, clock=args.clock
+        )
         jobs = []
         for s in STEP_NAMES:
             if not args.no_original and s != "train":
@@ -212,7 +222,7 @@ def main() -> None:
         load = "" if cuda else ", load average %.1f" % os.getloadavg()[0]
         print(
             f"\nsearch step on {label}: C={channels}, {layers} cells, batch {batch}; ours channels_last="
-            f"{args.channels_last}, amp {amp}; torch {torch.__version__}{load}"
+            f"{args.channels_last}, amp {amp}; torch {torch.__version__}{load}; {args.clock} clock"
         )
         print(f"{'impl':<9} {'method':<12} {'step':<12} {'s/step':>8} {'images/s':>9} {'peak MiB':>9} {'x orig':>7}")
         original = {}

@@ -58,3 +58,15 @@ def test_reference_and_ours_take_the_same_darts_step(twins):
         for a, b in zip(ours, grads):
             torch.testing.assert_close(a, b, rtol=1e-4 if order == 2 else 1e-6, atol=1e-7)
         assert ours[0].abs().max() > 1e-4  # a real gradient
+
+
+def test_bench_rows_run_for_every_kind_of_step():
+    import search_step
+
+    assert search_step.method_steps("darts") == ["weight", "arch1", "arch2"]
+    assert search_step.method_steps("fix_alpha") == ["weight"]
+    assert {"sdarts_rs", "sdarts_adv", "balenas", "sgas"} <= set(search_step.method_variants())
+    common = dict(channels=2, layers=3, batch=2, device="cpu", threads=1, min_time=0, clock="cpu", amp="none")
+    for impl, method, step in (("original", "darts", "arch2"), ("ours", "darts", "arch2"), ("ours", "fix_alpha", "weight")):
+        row = search_step.run_job({**common, "impl": impl, "method": method, "step": step, "channels_last": impl == "ours"})
+        assert row["seconds"] > 0 and row["peak_mib"] >= 0
