@@ -118,3 +118,22 @@ def tiny_supernet(tiny8_data, tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
+
+
+def build_method(algorithm: str, seed: int = 0, channels: int = 4, layers: int = 3, space: str = "darts", **options):
+    """A search method on a small supernet, options defaulted from its schema: (space, model, method)."""
+    from pipeline.config import method_options
+    from pipeline.search import METHODS
+    from pipeline.spaces import get_space
+
+    torch.manual_seed(seed)
+    cell_space = get_space(space)
+    model = cell_space.build_supernet(channels, layers, 10)
+    resolved = method_options(METHODS, {"algorithm": algorithm, **options}, "options")
+    method = METHODS.get(algorithm)(cell_space, model, resolved, dict(SEARCH_SETTINGS), torch.device("cpu"), "none")
+    return cell_space, model, method
+
+
+def random_batch(seed: int = 0, size: int = 8, resolution: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(size, 3, resolution, resolution, generator=g), torch.randint(0, 10, (size,), generator=g)

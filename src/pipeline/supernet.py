@@ -74,8 +74,11 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.multiplier :], dim=1)
 
 
-def active_ops(weights: torch.Tensor, candidates: Sequence[Sequence[str]]) -> list[list[int]]:
-    """Per edge, the indices of ops that can contribute: non-zero weight and not ``none``."""
+def active_ops(weights: torch.Tensor, candidates: Sequence[Sequence[str]], keep_zero: bool = False) -> list[list[int]]:
+    """Per edge, the indices of ops that can contribute: non-zero weight (unless ``keep_zero``)
+    and not ``none``."""
+    if keep_zero:
+        return [[k for k, name in enumerate(names) if name not in ZERO_OPS] for names in candidates]
     nonzero = weights.detach().reshape(-1, *weights.shape[-2:]).ne(0).any(dim=0).cpu().tolist()
     return [
         [k for k, name in enumerate(names) if nonzero[e][k] and name not in ZERO_OPS]
@@ -115,12 +118,14 @@ class SuperNet(nn.Module):
 
     shares_prefix = True  # forward(..., copies=k): see there
 
-    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor], copies: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor], copies: int = 1, keep_zero: bool = False) -> torch.Tensor:
         """``copies`` > 1 evaluates several weight settings at once: ``x`` is one batch, the
         weights are per sample for ``copies`` stacked copies of it, and the cells before the
         first one whose weights differ between the copies run once (their output is the
-        same for all); the logits are those of the stacked copies."""
-        active = {kind: active_ops(w, self.candidates[kind]) for kind, w in weights.items()}
+        same for all); the logits are those of the stacked copies. ``keep_zero`` computes
+        zero-weight ops too: the gradient w.r.t. an op's weight is not zero where the weight
+        is (SDARTS-ADV's attack needs it)."""
+        active = {kind: active_ops(w, self.candidates[kind], keep_zero) for kind, w in weights.items()}
         n = len(x)
         shared = copies > 1
         if shared:

@@ -60,8 +60,18 @@ class SearchMethod(ABC):
         optimizer = torch.optim.SGD(parameters, lr=s["w_lr"], momentum=s["w_momentum"], weight_decay=s["w_weight_decay"])
         return optimizer, s["w_lr_min"]
 
+    def on_data(self, train_size: int, arch_size: int) -> None:
+        """Images in the weight and the architecture split, told once before any step."""
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         pass
+
+    def on_epoch_end(self, epoch: int, epochs: int) -> None:
+        """After the epoch's validation, before it is logged and checkpointed."""
+
+    def batch_size(self, configured: int) -> int:
+        """Batch size of the coming epoch (both splits); asked after ``on_epoch_start``."""
+        return configured
 
     def snapshot(self) -> dict[str, Any]:
         """Arrays logged once per epoch into the metrics file (e.g. alpha)."""

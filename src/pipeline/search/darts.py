@@ -45,15 +45,20 @@ class Darts(SearchMethod):
         self.alpha = nn.ParameterDict(
             {kind: nn.Parameter(options["init_scale"] * torch.randn(edges, ops).to(device)) for kind in space.cell_types}
         )
-        self.arch_optimizer = torch.optim.Adam(
+        self.arch_optimizer = self.build_arch_optimizer()
+
+    def build_arch_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
             self.alpha.parameters(),
-            lr=options["arch_lr"],
-            betas=tuple(options["arch_betas"]),
-            weight_decay=options["arch_weight_decay"],
+            lr=self.options["arch_lr"],
+            betas=tuple(self.options["arch_betas"]),
+            weight_decay=self.options["arch_weight_decay"],
         )
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {kind: F.softmax(alpha, dim=-1) for kind, alpha in self.alpha.items()}
+    def weights(self, alpha: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Op weights from ``alpha`` (default: the method's own)."""
+        alpha = self.alpha if alpha is None else alpha
+        return {kind: F.softmax(a, dim=-1) for kind, a in alpha.items()}
 
     def eval_weights(self) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -72,8 +77,16 @@ class Darts(SearchMethod):
     # -- the step
     def train_step(self, batch_w, batch_a, w_optimizer, lr):
         self.arch_step(batch_w, batch_a, w_optimizer, lr)
+        return self.weight_update(batch_w, w_optimizer)
+
+    def weight_update(self, batch_w, w_optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight half of a step; returns (loss, logits)."""
         x, y = batch_w
-        return self.weight_step(x, y, self.weights(), w_optimizer)
+        return self.weight_step(x, y, self.train_weights(x, y), w_optimizer)
+
+    def train_weights(self, x, y) -> dict[str, torch.Tensor]:
+        """Op weights the weight step sees (SDARTS perturbs them)."""
+        return self.weights()
 
     def arch_step(self, batch_w, batch_a, w_optimizer, lr) -> None:
         grads = self.arch_gradient(batch_w, batch_a, w_optimizer, lr)
@@ -82,21 +95,23 @@ class Darts(SearchMethod):
             alpha.grad = grad
         self.arch_optimizer.step()
 
-    def arch_gradient(self, batch_w, batch_a, w_optimizer, lr) -> list[torch.Tensor]:
-        alphas = list(self.alpha.values())
+    def arch_gradient(self, batch_w, batch_a, w_optimizer, lr, alpha=None) -> list[torch.Tensor]:
+        """Gradient w.r.t. ``alpha`` (default: the method's own), in cell-type order."""
+        alpha = self.alpha if alpha is None else alpha
+        alphas = list(alpha.values())
         if self.options["order"] == 1:
-            loss, _ = self.loss(*batch_a, self.weights())  # a plain backward pass: AMP is fine
+            loss, _ = self.loss(*batch_a, self.weights(alpha))  # a plain backward pass: AMP is fine
             return list(torch.autograd.grad(loss, alphas))
-        return self._unrolled_gradient(batch_w, batch_a, w_optimizer, lr)
+        return self._unrolled_gradient(batch_w, batch_a, w_optimizer, lr, alpha)
 
-    def _unrolled_gradient(self, batch_w, batch_a, w_optimizer, lr) -> list[torch.Tensor]:
+    def _unrolled_gradient(self, batch_w, batch_a, w_optimizer, lr, alpha) -> list[torch.Tensor]:
         names, params = zip(*[(n, p) for n, p in self.model.named_parameters() if p.requires_grad])
-        alphas = list(self.alpha.values())
+        alphas = list(alpha.values())
         group = w_optimizer.param_groups[0]
         momentum, weight_decay = group["momentum"], group["weight_decay"]
 
         # Virtual step w' = w - lr * (momentum * buf + grad + wd * w), arch weights fixed.
-        train_loss, _ = self.loss(*batch_w, {k: w.detach() for k, w in self.weights().items()}, amp=False)
+        train_loss, _ = self.loss(*batch_w, {k: w.detach() for k, w in self.weights(alpha).items()}, amp=False)
         grads = torch.autograd.grad(train_loss, params)
         unrolled = []
         with torch.no_grad():
@@ -107,30 +122,33 @@ class Darts(SearchMethod):
                     step = step + momentum * buf
                 unrolled.append((p - lr * step).requires_grad_(True))
 
+        # BN statistics of the virtual passes go to one scratch copy: they must not move the
+        # supernet's (DARTS uses a model copy), and no pass reads them back (train mode
+        # normalises by batch statistics; eval mode does not update them).
+        scratch = {name: b.clone() for name, b in self.model.named_buffers()}
+
         # Validation loss at w'; gradients for alpha and for w'.
-        val_loss = self._functional_loss(dict(zip(names, unrolled)), batch_a)
+        val_loss = self._functional_loss(dict(zip(names, unrolled)), scratch, batch_a, alpha)
         all_grads = torch.autograd.grad(val_loss, alphas + unrolled)
         d_alpha, d_unrolled = list(all_grads[: len(alphas)]), list(all_grads[len(alphas) :])
 
-        hvp = self._hessian_vector_product(names, params, d_unrolled, batch_w)
+        hvp = self._hessian_vector_product(names, params, d_unrolled, scratch, batch_w, alpha)
         return [da - lr * h for da, h in zip(d_alpha, hvp)]
 
-    def _functional_loss(self, params: dict[str, torch.Tensor], batch) -> torch.Tensor:
-        """Loss at other weights, in fp32. BN statistics go to copies: the virtual steps
-        must not move the supernet's running statistics (DARTS uses a model copy)."""
+    def _functional_loss(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], batch, alpha) -> torch.Tensor:
+        """Loss at other weights and BN buffers, in fp32."""
         x, y = batch
-        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
-        logits = functional_call(self.model, {**params, **buffers}, (x, self.weights()))
+        logits = functional_call(self.model, {**params, **buffers}, (x, self.weights(alpha)))
         return F.cross_entropy(logits.float(), y)
 
-    def _hessian_vector_product(self, names, params, vector, batch_w) -> list[torch.Tensor]:
+    def _hessian_vector_product(self, names, params, vector, buffers, batch_w, alpha) -> list[torch.Tensor]:
         """(grad_alpha L_train(w + r v) - grad_alpha L_train(w - r v)) / (2 r)."""
-        alphas = list(self.alpha.values())
+        alphas = list(alpha.values())
         r = self.options["hvp_epsilon"] / torch.cat([v.flatten() for v in vector]).norm()
         grads = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
                 shifted = {n: p + sign * r * v for n, p, v in zip(names, params, vector)}
-            loss = self._functional_loss(shifted, batch_w)
+            loss = self._functional_loss(shifted, buffers, batch_w, alpha)
             grads.append(torch.autograd.grad(loss, alphas))
         return [(gp - gm) / (2 * r) for gp, gm in zip(*grads)]

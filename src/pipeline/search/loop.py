@@ -50,6 +50,7 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     loader_eval = loaders.eval
     model = build_supernet(space, settings, data.num_classes, device, rt["channels_last"])
     method = method_cls(space, model, options, settings, device, rt["amp"])
+    method.on_data(loaders.w.num_samples, loaders.a.num_samples)
     w_optimizer, w_lr_min = method.make_weight_optimizer(model.parameters())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, settings["epochs"], eta_min=w_lr_min)
 
@@ -82,14 +83,19 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
         started = time.perf_counter()
         lr = scheduler.get_last_lr()[0]
         method.on_epoch_start(epoch, epochs)
-        train_loss, train_acc = train_epoch(method, loaders, w_optimizer, lr, seed, epoch, desc=f"epoch {epoch + 1}")
+        batch_size = method.batch_size(settings["batch_size"])
+        train_loss, train_acc = train_epoch(
+            method, loaders, w_optimizer, lr, seed, epoch, desc=f"epoch {epoch + 1}", batch_size=batch_size
+        )
         scheduler.step()
         valid_loss, valid_acc = evaluate(
             model, loader_eval, {"weights": method.eval_weights()}, device, rt["amp"], bn=settings["eval_bn"]
         )
+        method.on_epoch_end(epoch, epochs)
         row = {
             "epoch": epoch,
             "lr": lr,
+            "batch_size": batch_size,
             "train_loss": train_loss,
             "train_acc": train_acc,
             "valid_loss": valid_loss,
