@@ -210,10 +210,11 @@ class Unas(SearchMethod):
         x, y = batch_w
         sample = self.sample(len(y) if self.options["per_sample"] else 1)
         if not self.arch_frozen:
-            self.arch_step(batch_w, batch_a, sample)
+            self._arch_update(batch_w, batch_a, sample)
         return self.weight_step(x, y, sample.relaxed, w_optimizer)
 
-    def arch_step(self, batch_w, batch_a, sample: ArchSample) -> None:
+    def _arch_update(self, batch_w, batch_a, sample: ArchSample) -> None:
+        """The alpha update from one sample (private: the step shares the sample with the weights)."""
         # Pair the two batches sample by sample (the last batches may differ in size).
         n = min(len(batch_w[1]), len(batch_a[1]))
         batch_w, batch_a = (batch_w[0][:n], batch_w[1][:n]), (batch_a[0][:n], batch_a[1][:n])
