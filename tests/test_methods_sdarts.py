@@ -97,3 +97,18 @@ def test_alpha_step_is_plain_darts():
     want = darts.arch_gradient(batch_w, batch_a, None, 0.025)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+def test_adversarial_perturbation_on_nb201_cells_and_space_check():
+    from conftest import SEARCH_SETTINGS
+    from pipeline.config import ConfigError
+    from pipeline.search.sdarts import SDarts
+
+    SDarts.check_settings({**SEARCH_SETTINGS, "space": "nb201"})
+    with pytest.raises(ConfigError, match="search method sdarts needs a cell space"):
+        SDarts.check_settings({**SEARCH_SETTINGS, "space": "proxyless"})
+    _, _, method = build_method("sdarts", space="nb201", layers=5, mode="adv", pgd_steps=2)
+    method.on_epoch_start(40, 50)
+    center = method.eval_weights()
+    for kind, w in method.train_weights(*random_batch(0)).items():
+        assert_on_simplex_within(w, center[kind], method.epsilon)

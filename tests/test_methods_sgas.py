@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import build_method, random_batch
+from conftest import SEARCH_SETTINGS, build_method, random_batch
+from pipeline.config import ConfigError
+from pipeline.search.sgas import SGAS
 from pipeline.search.sgas import PRUNED, UNDECIDED, edge_scores
 from pipeline.select.magnitude import parse_magnitude
 
@@ -122,3 +124,9 @@ def test_decided_edge_computes_its_op_with_weight_one():
     w = method.weights()["normal"]
     assert w[0].tolist() == [1.0 if op == "skip_connect" else 0.0 for op in space.primitives]
     torch.testing.assert_close(w[1:], F.softmax(method.alpha["normal"].detach()[1:], dim=-1))
+
+
+def test_spaces_without_a_fixed_number_of_inputs_are_a_config_error():
+    SGAS.check_settings(dict(SEARCH_SETTINGS))
+    with pytest.raises(ConfigError, match="config key 'search.settings.space': search method sgas needs a cell space"):
+        SGAS.check_settings({**SEARCH_SETTINGS, "space": "nb201"})

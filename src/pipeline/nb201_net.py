@@ -95,8 +95,8 @@ class NB201SuperNet(NB201Macro):
         super().__init__(lambda c: NB201SearchCell(c, candidates["cell"]), channels, cells_per_stage, num_classes, affine=False)
         self.candidates = candidates
 
-    def forward(self, x, weights: dict[str, torch.Tensor]):
-        active = active_ops(weights["cell"], self.candidates["cell"])
+    def forward(self, x, weights: dict[str, torch.Tensor], keep_zero: bool = False):
+        active = active_ops(weights["cell"], self.candidates["cell"], keep_zero)
         x = self.stem(x)
         for block in self.cells:
             x = block(x, weights["cell"], active) if isinstance(block, NB201SearchCell) else block(x)

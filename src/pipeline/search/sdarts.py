@@ -22,8 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import runtime
+from pipeline.config import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
+from pipeline.spaces import get_space
+from pipeline.spaces.cell import CellSpace
+from pipeline.spaces.nb201 import NB201Space
 
 
 def project_simplex_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, iterations: int = 50) -> torch.Tensor:
@@ -56,6 +60,13 @@ class SDarts(Darts):
         "epsilon_max": {"type": "number", "minimum": 0, "default": 0.3, "description": "eps approached at the last epoch"},
         "pgd_steps": {"type": "integer", "minimum": 1, "default": 7, "description": "adv: attack steps (step 2 eps / steps)"},
     }
+
+    @classmethod
+    def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
+        if not isinstance(get_space(settings["space"]), (CellSpace, NB201Space)):
+            raise ConfigError(
+                f"config key '{key_of('space')}': search method sdarts needs a cell space (DARTS family or nb201); got {settings['space']!r}"
+            )
 
     def __init__(self, space, model, options, settings, device, amp):
         super().__init__(space, model, options, settings, device, amp)

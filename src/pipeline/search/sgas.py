@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import runtime
+from pipeline.config import ConfigError
 from pipeline.ops import ZERO_OPS
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
+from pipeline.spaces import get_space
 
 UNDECIDED, PRUNED = -1, -2
 
@@ -83,10 +85,16 @@ class SGAS(Darts):
         },
     }
 
+    @classmethod
+    def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
+        if not getattr(get_space(settings["space"]), "inputs_per_node", None):
+            raise ConfigError(
+                f"config key '{key_of('space')}': search method sgas needs a cell space whose nodes keep a fixed "
+                f"number of inputs (DARTS family); got {settings['space']!r}"
+            )
+
     def __init__(self, space, model, options, settings, device, amp):
         super().__init__(space, model, options, settings, device, amp)
-        if not hasattr(space, "edges") or not getattr(space, "inputs_per_node", None):
-            raise ValueError(f"search method 'sgas' needs a cell space whose nodes keep a fixed number of inputs; {space.name!r} does not")
         self.edge_list = space.edges()
         self.none_mask = {
             kind: torch.tensor([[name in ZERO_OPS for name in names] for names in space.candidates(kind)], device=device)
