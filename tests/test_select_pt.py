@@ -259,7 +259,7 @@ def test_pt_on_nb201_decides_operations_only(tiny8_data, tmp_path):
     assert {(e["node"], e["input"]): e["op"] for e in genotype["cells"]["cell"]["edges"]} == chosen
 
 
-@pytest.mark.parametrize("algorithm", ["darts", "fix_alpha", "balenas", "sdarts", "sgas"])
+@pytest.mark.parametrize("algorithm", ["darts", "fix_alpha", "balenas", "sdarts", "sgas", "snas"])
 def test_pt_tunes_the_supernet_of_every_search_method_with_its_own_step(algorithm, tiny8_data, tmp_path):
     """The search method is restored from the checkpoint and tunes between decisions:
     DARTS-like alphas keep training (the weights PT-Mag reads move), fix-alpha's stay uniform."""
