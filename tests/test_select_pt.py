@@ -259,6 +259,30 @@ def test_pt_on_nb201_decides_operations_only(tiny8_data, tmp_path):
     assert {(e["node"], e["input"]): e["op"] for e in genotype["cells"]["cell"]["edges"]} == chosen
 
 
+@pytest.mark.parametrize("algorithm", ["darts", "fix_alpha", "balenas", "sdarts", "sgas", "snas"])
+def test_pt_tunes_the_supernet_of_every_search_method_with_its_own_step(algorithm, tiny8_data, tmp_path):
+    """The search method is restored from the checkpoint and tunes between decisions:
+    DARTS-like alphas keep training (the weights PT-Mag reads move), fix-alpha's stay uniform."""
+    from pipeline.config import method_options
+
+    params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10, "space": "s2"})
+    params["options"] = method_options(SEARCH_METHODS, {"algorithm": algorithm}, "search")
+    supernet = run_search(params, tiny8_data, tmp_path / "search", threads=1)
+    checkpoint = artifacts.load_checkpoint(supernet, "supernet")
+    run_select(full_options(select_params("pt_mag", finetune_epochs=1)), supernet, tiny8_data, tmp_path / "g" / "genotype.json", threads=1)
+    record = artifacts.read_decisions(tmp_path / "g" / "decisions.h5")
+    assert record.summary["search_method"] == algorithm
+    d, c = record.decisions, record.candidates
+    moved = False
+    for row in np.flatnonzero(d["kind"] == "op"):
+        weights = c["weight"][c["decision"] == row]
+        before = checkpoint["arch_weights"][d["cell_type"][row]][d["edge"][row]].double().numpy()
+        moved |= not np.allclose(weights, before, rtol=0, atol=1e-9)
+        if algorithm == "fix_alpha":
+            assert np.array_equal(weights, [0.5, 0.5])
+    assert moved == (algorithm not in ("fix_alpha", "sgas"))  # SGAS froze every edge it decided
+
+
 def run_cli(params, supernet, data, out):
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", "select", "--params", json.dumps(params), "--supernet", str(supernet),

@@ -160,3 +160,22 @@ def test_trainfree_runs_from_a_checkpoint_with_a_gaussian(tiny_supernet, tiny8_d
     record = artifacts.read_decisions(tmp_path / "g" / "decisions.h5")
     assert record.summary["sampling"] == "gaussian" and record.num_decisions == 1 and len(record.candidates["score"]) == 3
     assert all(math.isfinite(s) for s in record.candidates["score"])
+
+
+def test_trainfree_draws_from_a_balenas_search(tiny8_data, tmp_path):
+    from conftest import search_params
+    from pipeline.config import method_options
+    from pipeline.search import METHODS as SEARCH_METHODS
+    from pipeline.search.loop import run_search
+    from pipeline.select.trainfree import arch_distribution
+
+    balenas = method_options(SEARCH_METHODS, {"algorithm": "balenas"}, "search")
+    params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10})
+    params["options"] = balenas
+    supernet = run_search(params, tiny8_data, tmp_path, threads=1)
+    ctx = context(supernet, tiny8_data)
+    mu, sigma = arch_distribution(ctx.checkpoint)["normal"]
+    torch.testing.assert_close(mu, ctx.checkpoint["method"]["alpha"]["normal"])  # BaLeNAS keeps mu as alpha
+    assert (sigma > 0).all()
+    TrainFree(options("synflow")).select(ctx)
+    assert ctx.record.summary["sampling"] == "gaussian"

@@ -43,6 +43,13 @@ class ProjectedSupernet(nn.Module):
         self.num_ops = ops
         self._cache: dict[tuple[str, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def __getattr__(self, name: str):
+        """Anything else is the supernet's (search methods inspect e.g. its cells)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_modules"]["supernet"], name)
+
     # -- decisions
     def decide_op(self, kind: str, edge: int, op: int) -> None:
         self.op_choice[kind][edge] = op

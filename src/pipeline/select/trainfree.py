@@ -2,7 +2,8 @@
 distribution, score each untrained child network with a saliency proxy, keep the best.
 
 Sampling. If the search method learnt a Gaussian over alpha and stored it in its state
-(``checkpoint["method"]["mu"]`` and ``["sigma"]``, per cell type; BaLeNAS), alpha is drawn
+(``checkpoint["method"]["sigma"]`` and the mean as ``["mu"]`` or ``["alpha"]``, per cell
+type; BaLeNAS), alpha is drawn
 from N(mu, sigma^2); otherwise each edge's op weights are read as a categorical
 distribution and alpha = log(weight) + Gumbel noise (the Gumbel-max trick: an exact draw of
 each edge's op). The sample is parsed like the DARTS parse (``exclude_ops``, top
@@ -98,11 +99,15 @@ def _seed(*parts: int) -> int:
 
 
 def arch_distribution(checkpoint: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
-    """The Gaussian over alpha the search learnt ({cell type: (mu, sigma)}), if it stored one."""
+    """The Gaussian over alpha the search learnt ({cell type: (mu, sigma)}), if it stored one:
+    ``sigma`` per cell type beside the mean, ``mu`` or (BaLeNAS) ``alpha``."""
     state = checkpoint.get("method")
-    if isinstance(state, dict) and isinstance(state.get("mu"), dict) and isinstance(state.get("sigma"), dict):
-        return {kind: (state["mu"][kind].float().cpu(), state["sigma"][kind].float().cpu()) for kind in state["mu"]}
-    return None
+    if not isinstance(state, dict) or not isinstance(state.get("sigma"), dict):
+        return None
+    mu = state.get("mu", state.get("alpha"))
+    if not isinstance(mu, dict) or set(mu) != set(state["sigma"]):
+        return None
+    return {kind: (mu[kind].float().cpu(), state["sigma"][kind].float().cpu()) for kind in mu}
 
 
 def sample_weights(
