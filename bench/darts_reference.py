@@ -98,7 +98,7 @@ class Network(nn.Module):
     def new(self) -> "Network":
         fresh = Network(*self.args).to(self.classifier.weight.device)
         for mine, theirs in zip(fresh.arch_parameters(), self.arch_parameters()):
-            mine.data.copy_(theirs.data)
+            mine.data = theirs.data.clone()  # plain tensors: .to() above left them on the CPU
         return fresh
 
     def forward(self, x):

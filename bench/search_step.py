@@ -80,6 +80,18 @@ def method_variants() -> dict[str, tuple[str, dict]]:
     return variants
 
 
+def darts_space_refusal(algorithm: str) -> str | None:
+    """Why a method cannot search the DARTS space (then its step is not comparable), or None."""
+    from pipeline.config import ConfigError
+    from pipeline.search import METHODS
+
+    try:
+        METHODS.get(algorithm).check_settings({"space": "darts"})
+    except ConfigError as error:
+        return str(error).split(": ", 1)[-1]
+    return None
+
+
 def method_steps(algorithm: str) -> list[str]:
     from pipeline.search import METHODS
 
@@ -133,7 +145,7 @@ def _our_step(job, device):
     space = get_space("darts")
     model = space.build_supernet(job["channels"], job["layers"], 10)
     model = model.to(device, memory_format=runtime.memory_format(job["channels_last"]))
-    settings = {"grad_clip": 5.0}
+    settings = {"grad_clip": 5.0, "space": "darts"}
     method = METHODS.get(algorithm)(space, model, options, settings, device, job["amp"])
     method.on_data(25_000, 25_000)
     method.on_epoch_start(25, 50)  # mid-search: SDARTS' eps, annealed temperatures
@@ -201,6 +213,11 @@ def main() -> None:
     unknown = [m for m in chosen if m not in variants]
     if unknown:
         parser.error(f"unknown method {unknown[0]!r}; known: {', '.join(variants)}")
+    for name in list(chosen):
+        refusal = darts_space_refusal(variants[name][0])
+        if refusal:
+            print(f"skipped {name}: {refusal}")
+            chosen.remove(name)
     if args.threads:
         torch.set_num_threads(args.threads)
     for device in devices:

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from pipeline.config import ConfigError, deep_merge, load_config, stage_params, validate_stage_params
+from pipeline.config import ConfigError, deep_merge, load_config, selections_for, stage_params, validate_stage_params
 
 BASE = [REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml"]
 
@@ -29,7 +29,17 @@ def test_papers_settings_and_demo_overlay():
     assert papers["seeds"] == [0, 1, 2, 3]
     config = load_config(BASE)
     assert config["runtime"]["device"] == "cpu"
-    assert config["search"]["run"] == ["darts_1st", "darts_2nd"]
+    # The demo runs every search method (unas_latency needs the mobile space: test_latency.py)
+    # and each selection: the methods' own derivations and the darts-pt / BaLeNAS-TF pairs.
+    from pipeline import search
+
+    run = config["search"]["run"]
+    assert {config["search"]["methods"][name]["algorithm"] for name in run} == set(search.METHODS.names()) - {"unas_latency"}
+    assert {"order": 2} .items() <= config["search"]["methods"]["darts_2nd"].items()
+    pairs = {(name, select) for name in run for select in selections_for(config, name)}
+    assert {("darts_1st", "pt"), ("darts_1st", "pt_mag"), ("fix_alpha", "pt"), ("balenas", "trainfree"),
+            ("snas", "snas"), ("unas", "unas"), ("darts_1st", "magnitude"), ("darts_2nd", "magnitude")} <= pairs
+    assert all(select not in ("snas", "unas") for name, select in pairs if name not in ("snas", "unas"))
 
 
 def test_deep_merge_merges_dicts_and_replaces_lists():
@@ -135,7 +145,7 @@ def test_selections_can_differ_per_search_method(tmp_path):
     overlay = {"select": {"methods": {"magnitude_noskip": {"algorithm": "magnitude", "exclude_ops": ["skip_connect"]}},
                           "run_for": {"darts_2nd": ["magnitude", "magnitude_noskip"]}}}
     config = load_config(write_overlay(tmp_path, overlay))
-    assert selections_for(config, "darts_1st") == ["magnitude"]
+    assert selections_for(config, "sdarts_rs") == ["magnitude"]
     assert selections_for(config, "darts_2nd") == ["magnitude", "magnitude_noskip"]
     overlay["select"]["run_for"] = {"darts_3rd": ["magnitude"]}
     with pytest.raises(ConfigError, match=r"config key 'select\.run_for\.darts_3rd': not a method under 'search\.methods'"):

@@ -194,3 +194,51 @@ def test_pareto_front_and_latency_plot(tmp_path):
     assert "target 85 ms" in texts and "over target" in texts and set("abcde") <= set(texts)
     with pytest.raises(PlotError, match="2 latencies but 1 accuracies"):
         plots.plot_latency_accuracy([1.0, 2.0], [3.0])
+
+
+def test_plot_decisions_reads_the_selection_stage_record(tmp_path):
+    """The record the select stage writes (DecisionLog -> decisions.h5) plots with the
+    right candidates, choices and accuracy after tuning, for op, edge and sample decisions."""
+    from pipeline.select.base import DecisionLog
+
+    log = DecisionLog()
+    log.add(step=0, cell_type="normal", kind="op", criterion="acc", action="keep", choice="sep_conv_3x3", node=2, input=0, edge=0,
+            candidates=[("skip_connect", 0, 60.0, 0.4), ("sep_conv_3x3", 0, 20.0, 0.1)])
+    log.after_step(0, 55.0, 1.2)
+    log.add(step=1, cell_type="reduce", kind="edge", criterion="acc", action="remove", choice="max_pool_3x3", node=4, input=1, edge=6,
+            candidates=[("sep_conv_3x3", 0, 30.0, 0.5), ("max_pool_3x3", 1, 50.0, 0.5), ("skip_connect", 3, 40.0, 0.5)])
+    log.after_step(1, 57.0, 1.1)
+    log.add(step=2, cell_type="all", kind="sample", criterion="synflow", action="keep", choice="arch B",
+            candidates=[("arch A", -1, 1.0, float("nan")), ("arch B", -1, 3.0, float("nan"))])
+    path = tmp_path / "decisions.h5"
+    artifacts.write_decisions(path, log.to_artifact("pt", "pt", {"seed": 0}))
+
+    operation, topology, sample = read_decisions(path)
+    assert (operation.kind, operation.edge, operation.choice) == ("operation", "normal 0→2", "sep_conv_3x3")
+    assert operation.candidates == ["skip_connect", "sep_conv_3x3"] and operation.scores == [60.0, 20.0]
+    assert operation.accuracy_after == 55.0
+    assert (topology.kind, topology.edge, topology.choice) == ("topology", "reduce 1→4", "1:max_pool_3x3")
+    assert topology.candidates == ["0:sep_conv_3x3", "1:max_pool_3x3", "3:skip_connect"]
+    assert (sample.kind, sample.choice, sample.candidates, sample.criterion) == ("sample", "#2", ["#1", "#2"], "synflow")
+    assert sample.accuracy_after is None
+    out = tmp_path / "decisions.svg"
+    from pipeline.cli import main
+
+    assert main(["plot-decisions", str(path), "--out", str(out)]) in (0, None)
+    assert {"sep_conv_3x3", "1:max_pool_3x3", "#2"} <= set(svg_texts(out))
+
+
+def test_plot_latency_reads_the_latency_table(tmp_path):
+    table = tmp_path / "cifar10.csv"
+    table.write_text(
+        "dataset,search_method,selection_method,test_error_mean,latency_ms,latency_target_ms\n"
+        "cifar10,darts_1st,magnitude,40.0,12.0,20.0\ncifar10,darts_2nd,pt,35.0,25.0,20.0\n"
+    )
+    fig = plots.latency_table_figure(table)
+    ax = fig.axes[0]
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert sorted(map(tuple, points.tolist())) == [(12.0, 60.0), (25.0, 65.0)]
+    assert any(line.get_xdata()[0] == 20.0 for line in ax.get_lines())  # the target line
+    (tmp_path / "bad.csv").write_text("dataset,search_method\ncifar10,darts_1st\n")
+    with pytest.raises(PlotError, match="bad.csv: column 'selection_method' is missing"):
+        plots.latency_table_figure(tmp_path / "bad.csv")

@@ -26,6 +26,7 @@ TINY = {
     "runtime": {"device": "cpu", "channels_last": False, "threads": 1},
     "data": {"cifar10": {"subset": {"train_per_class": 8, "test_per_class": 4, "seed": 0}}},
     "search": {"run": ["darts_1st"], "settings": {"epochs": 1, "init_channels": 2, "layers": 3, "batch_size": 20}},
+    "select": {"run_for": {"darts_1st": ["magnitude"]}},  # not the demo's PT runs
     "retrain": {"epochs": 1, "init_channels": 4, "layers": 3, "batch_size": 40},
 }
 TARGET = "results/tables/cifar10.csv"
@@ -184,14 +185,17 @@ def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
 
 
 LATENCY_TABLE = "results/tables/latency/cifar10.csv"
+LATENCY_PLOT = "results/tables/latency/cifar10.svg"
 
 
 def test_latency_target_measures_filters_and_tables(project):
     import pandas as pd
 
-    result = snakemake(project, targets=(LATENCY_TABLE,))
+    result = snakemake(project, targets=(LATENCY_TABLE, LATENCY_PLOT))
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(project / LATENCY_TABLE)
+    plot = (project / LATENCY_PLOT).read_text()
+    assert ">darts_1st+magnitude<" in plot and f">target {table['latency_target_ms'][0]:g} ms<" in plot
     assert table["latency_ms"][0] > 0 and table["latency_passed"][0] in ("0/1", "1/1")
     assert table["latency_source"][0].startswith("measure ")
     assert (project / "logs/latency/cifar10/darts_1st/magnitude/seed0.log").exists()
@@ -294,7 +298,7 @@ def test_html_report_holds_every_table_picture_and_plot(project):
         "Tables": {"Other": [TARGET]},
         "cifar10, darts space": {
             "darts_1st": [f"{search}/alpha_normal.svg", f"{search}/alpha_reduce.svg", f"{search}/curves.svg"],
-            "darts_1st + magnitude": [f"{retrain}/curves.svg", f"{chosen}/genotype.svg"],
+            "darts_1st + magnitude": [f"{retrain}/curves.svg", f"{chosen}/decisions.svg", f"{chosen}/genotype.svg"],
         },
     }
     assert embedded(results[TARGET]) == (project / TARGET).read_text()
@@ -305,6 +309,11 @@ def test_html_report_holds_every_table_picture_and_plot(project):
     for cell in genotype["cells"].values():
         for edge in cell["edges"]:
             assert f">{edge['op']}<" in picture  # every op of the selected cells is drawn
+    decisions = embedded(results[f"{chosen}/decisions.svg"])
+    for cell in genotype["cells"].values():
+        for edge in cell["edges"]:
+            assert f">{edge['op']}<" in decisions  # each kept op is named at its decision
+    assert "magnitude" in results[f"{chosen}/decisions.svg"]["caption"]
     assert ">valid_acc<" in embedded(results[f"{search}/curves.svg"])
     assert ">test_acc<" in embedded(results[f"{retrain}/curves.svg"])
     assert ">c_{k-2} → 0<" in embedded(results[f"{search}/alpha_normal.svg"])

@@ -220,6 +220,13 @@ def cmd_plot_decisions(args):
     print(f"wrote {args.out}")
 
 
+def cmd_plot_latency(args):
+    from pipeline.plots import latency_table_figure, save_figure
+
+    save_figure(latency_table_figure(args.table), args.out)
+    print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -319,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
     p.add_argument("--title")
     p.set_defaults(func=cmd_plot_decisions)
+
+    p = sub.add_parser("plot-latency", help="plot test accuracy vs latency of a latency table, with the target")
+    p.add_argument("table", help="results/tables/latency/<dataset>.csv")
+    p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
+    p.set_defaults(func=cmd_plot_latency)
     return parser
 
 

@@ -263,9 +263,11 @@ PATHS = {
     "latency": "results/latency/{dataset}/{search}/{select}/seed{seed}/latency.json",
     "latency_filter": "results/latency/{dataset}/filter.json",
     "latency_table": "results/tables/latency/{dataset}.csv",
+    "latency_plot": "results/tables/latency/{dataset}.svg",
     "table_metrics": "results/tables/{dataset}.json",
     # Pictures and plots, beside the artifact they show.
     "genotype_picture": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.svg",
+    "decisions_plot": "results/select/{dataset}/{search}/{select}/seed{seed}/decisions.svg",
     "search_plots": "results/search/{dataset}/{search}/seed{seed}/plots",
     "retrain_plots": "results/retrain/{dataset}/{search}/{select}/seed{seed}/plots",
 }

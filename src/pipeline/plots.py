@@ -445,8 +445,48 @@ def read_decisions(path: str | Path) -> list[DecisionStep]:
         raise PlotError(f"{path}: not a readable decision record ({exc})") from None
 
 
+def steps_from_record(record: artifacts.Decisions) -> list[DecisionStep]:
+    """The selection stage's decision record (artifacts.Decisions) as plot steps: one per
+    decision row, its candidates those rows of ``candidates`` that point at it. Topology
+    candidates are edges, labelled ``input:op`` (PT's ``remove`` choice is the edge it
+    drops); train-free candidates are whole sampled architectures, labelled ``#k``."""
+    rows, cand = record.decisions, record.candidates
+    steps = []
+    for i in range(len(rows["step"])):
+        kind = str(rows["kind"][i])
+        mine = [k for k in np.flatnonzero(cand["decision"] == i) if math.isfinite(cand["score"][k])]
+        if kind == "sample":
+            names = [str(cand["name"][k]) for k in mine]
+            labels, choice = [f"#{n + 1}" for n in range(len(mine))], f"#{names.index(rows['choice'][i]) + 1}"
+            edge = f"{len(mine)} samples"
+        else:
+            label = (lambda k: f"{int(cand['input'][k])}:{cand['name'][k]}") if kind == "edge" else (lambda k: str(cand["name"][k]))
+            labels = [label(k) for k in mine]
+            choice = f"{int(rows['input'][i])}:{rows['choice'][i]}" if kind == "edge" else str(rows["choice"][i])
+            edge = f"{rows['cell_type'][i]} {int(rows['input'][i])}→{int(rows['node'][i])}"
+        after = float(rows["valid_acc_after"][i])
+        steps.append(DecisionStep(
+            edge=edge,
+            candidates=labels,
+            scores=[float(cand["score"][k]) for k in mine],
+            choice=choice,
+            accuracy_after=None if math.isnan(after) else after,
+            kind={"edge": "topology", "op": "operation"}.get(kind, kind),
+            criterion=str(rows["criterion"][i]),
+        ))
+    return steps
+
+
 def _read_decisions_h5(path: Path) -> list[DecisionStep]:
     import h5py
+
+    with h5py.File(path, "r") as handle:
+        contract = handle.attrs.get("format") == artifacts.DECISIONS_FORMAT
+    if contract:  # the selection stage's own record: validated by its reader
+        try:
+            return steps_from_record(artifacts.read_decisions(path))
+        except artifacts.ArtifactError as exc:
+            raise PlotError(str(exc)) from None
 
     def value(item):
         data = item[()]
@@ -509,8 +549,11 @@ def plot_decisions(steps: Sequence[DecisionStep], title: str = "selection decisi
                     a.axvline(i + 0.5, color="#444444", ls="--", lw=0.8)
             ax.text(i + 0.6, 0.98, steps[i].kind, transform=ax.get_xaxis_transform(), fontsize=8, va="top")
     criteria = {step.criterion for step in steps}
-    measure = "loss" if criteria == {"loss"} else "accuracy (%)"
-    ax.set_ylabel(f"supernet {measure}\nwith the candidate removed", fontsize=9)
+    if criteria <= {"acc", "loss"}:
+        measure = "loss" if criteria == {"loss"} else "accuracy (%)"
+        ax.set_ylabel(f"supernet {measure}\nwith the candidate removed", fontsize=9)
+    else:  # magnitude: op weights; train-free: proxy scores
+        ax.set_ylabel(" / ".join(sorted(criteria)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.margins(y=0.25)
     if has_after:
@@ -566,3 +609,22 @@ def plot_latency_accuracy(latency: Sequence[float], accuracy: Sequence[float], l
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=11)
     return fig
+
+
+def latency_table_figure(path: str | Path):
+    """Accuracy vs latency of a latency table's rows (mean over seeds), with the target."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise PlotError(f"{path}: latency table not found")
+    table = pd.read_csv(path)
+    missing = [c for c in ("search_method", "selection_method", "test_error_mean", *artifacts.LATENCY_COLUMNS[:2]) if c not in table]
+    if missing:
+        raise PlotError(f"{path}: column {missing[0]!r} is missing (make it with the tables_latency rule)")
+    if table.empty:
+        raise PlotError(f"{path}: no rows to plot")
+    labels = [f"{s}+{m}" for s, m in zip(table["search_method"], table["selection_method"])]
+    title = f"{table['dataset'].iloc[0]}: test accuracy vs latency" if "dataset" in table else "test accuracy vs latency"
+    return plot_latency_accuracy(table["latency_ms"], 100.0 - table["test_error_mean"], labels,
+                                 target=float(table["latency_target_ms"].iloc[0]), title=title)

@@ -137,6 +137,7 @@ def report_figures(dataset):
         )
         figures += expand(PATHS["search_plots"], **keys)
         figures += expand(PATHS["genotype_picture"], **keys)
+        figures += expand(PATHS["decisions_plot"], **keys)
         figures += expand(PATHS["retrain_plots"], **keys)
     return figures
 

@@ -63,3 +63,21 @@ rule tables_latency:
     shell:
         "python -m pipeline tables --params {params.stage:q} --latency {input.latency}"
         " --out {output} {input.metrics} > {log} 2>&1"
+
+
+rule plot_latency:
+    input:
+        table=PATHS["latency_table"],
+        code=code_files("plots"),
+    output:
+        report(
+            PATHS["latency_plot"],
+            caption="../report/latency.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/plots/latency/{dataset}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline plot-latency {input.table} --out {output} 2> {log}"

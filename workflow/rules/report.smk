@@ -22,6 +22,28 @@ rule draw_genotype:
         "python -m pipeline draw-genotype {input.genotype} --out {output} 2> {log}"
 
 
+rule plot_decisions:
+    input:
+        decisions=PATHS["decisions"],
+        code=code_files("plots"),
+    output:
+        report(
+            PATHS["decisions_plot"],
+            caption="../report/decisions.rst",
+            category=report_category,
+            subcategory="{search} + {select}",
+            labels={"figure": "decisions", "seed": "{seed}"},
+        ),
+    log:
+        "logs/plots/{dataset}/{search}/{select}/seed{seed}/decisions.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        title="{select} on the {search} supernet, seed {seed}",
+    shell:
+        "python -m pipeline plot-decisions {input.decisions} --out {output} --title {params.title:q} 2> {log}"
+
+
 rule plot_search:
     input:
         metrics=f"{SEARCH_DIR}/metrics.h5",
