@@ -40,6 +40,7 @@ def test_papers_settings_and_demo_overlay():
     assert {("darts_1st", "pt"), ("darts_1st", "pt_mag"), ("fix_alpha", "pt"), ("balenas", "trainfree"),
             ("snas", "snas"), ("unas", "unas"), ("darts_1st", "magnitude"), ("darts_2nd", "magnitude")} <= pairs
     assert all(select not in ("snas", "unas") for name, select in pairs if name not in ("snas", "unas"))
+    assert config["search"]["methods"]["sgas_pt"]["op_selection"] == "pt" and "sgas_pt" in run  # SGAS+PT
 
 
 def test_deep_merge_merges_dicts_and_replaces_lists():

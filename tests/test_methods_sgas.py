@@ -130,3 +130,32 @@ def test_spaces_without_a_fixed_number_of_inputs_are_a_config_error():
     SGAS.check_settings(dict(SEARCH_SETTINGS))
     with pytest.raises(ConfigError, match="config key 'search.settings.space': search method sgas needs a cell space"):
         SGAS.check_settings({**SEARCH_SETTINGS, "space": "nb201"})
+
+
+def test_sgas_pt_keeps_the_op_whose_removal_hurts_validation_most():
+    """SGAS+PT (darts-pt): same edge order as SGAS, but the op comes from perturbation. Skip
+    has the largest alpha on the decided edge; the validation says the conv matters."""
+    decided = {}
+    for op_selection in ("magnitude", "pt"):
+        space, _, method = build_method("sgas", op_selection=op_selection)
+        ops = space.primitives
+        with torch.no_grad():
+            method.alpha["normal"].zero_()
+            method.alpha["normal"][0, ops.index("skip_connect")] = 3.0
+            method.alpha["normal"][0, ops.index("sep_conv_3x3")] = 2.0
+        seen = []
+
+        def validate(weights, method=method):
+            before = method.eval_weights()
+            changed = (weights["normal"] != before["normal"]).nonzero().tolist()
+            assert len(changed) == 1 and weights["normal"][tuple(changed[0])] == 0  # one op removed, the rest kept
+            assert torch.equal(weights["reduce"], before["reduce"])
+            seen.append(tuple(changed[0]))
+            return 1.0, 20.0 if changed[0] == [0, ops.index("sep_conv_3x3")] else 60.0
+
+        method.validate = validate
+        decided[op_selection] = method.decide("normal")
+        if op_selection == "pt":
+            assert seen == [(0, k) for k, name in enumerate(ops) if name != "none"]  # every non-none op of that edge
+    assert decided["magnitude"] == (0, ops.index("skip_connect"))
+    assert decided["pt"] == (0, ops.index("sep_conv_3x3"))

@@ -135,6 +135,7 @@ RESUME_CASES = {
     "sdarts_rs": ({"algorithm": "sdarts", "mode": "rs"}, magnitude),
     "sdarts_adv": ({"algorithm": "sdarts", "mode": "adv", "pgd_steps": 2}, magnitude),
     "sgas": ({"algorithm": "sgas", "warmup_fraction": 0.0, "decision_interval_fraction": 0.34}, magnitude),
+    "sgas_pt": ({"algorithm": "sgas", "op_selection": "pt", "warmup_fraction": 0.0, "decision_interval_fraction": 0.34}, magnitude),
     "fix_alpha": ({"algorithm": "fix_alpha"}, magnitude),
     "snas": ({"algorithm": "snas"}, lambda space, ck: parse_argmax(space, ck["arch_weights"])),
     "unas": ({"algorithm": "unas", "warmup_epochs": 1}, lambda space, ck: parse_branches(space, ck["method"]["alpha"])),

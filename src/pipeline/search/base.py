@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ class SearchMethod(ABC):
         self.device = device
         self.amp = amp
         self.scaler = runtime.grad_scaler(device, amp)
+        # Set by the search loop: (valid loss, valid acc %) of the supernet under given op
+        # weights, on the validation split, as the epoch's validation measures it.
+        self.validate: Callable[[dict[str, torch.Tensor]], tuple[float, float]] | None = None
 
     # -- to implement
     @abstractmethod

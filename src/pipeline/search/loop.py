@@ -51,6 +51,7 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     model = build_supernet(space, settings, data.num_classes, device, rt["channels_last"])
     method = method_cls(space, model, options, settings, device, rt["amp"])
     method.on_data(loaders.w.num_samples, loaders.a.num_samples)
+    method.validate = lambda weights: evaluate(model, loader_eval, {"weights": weights}, device, rt["amp"], bn=settings["eval_bn"])
     w_optimizer, w_lr_min = method.make_weight_optimizer(model.parameters())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, settings["epochs"], eta_min=w_lr_min)
 

@@ -19,6 +19,10 @@ capped at the last epoch, so the schedule scales with the configured epochs (wit
 epochs than rounds several rounds share an epoch). Min-max normalisation runs over all
 edges as in the reference code (frozen alphas included); ``score_normalization:
 undecided`` restricts it to the undecided ones.
+
+``op_selection: pt`` is SGAS+PT (darts-pt.txt, section 5): the edge order and shrinking stay
+SGAS's, but the decided edge keeps the op whose removal lowers the supernet's validation
+accuracy most (measured as the epoch's validation is, with the current op weights).
 """
 
 from __future__ import annotations
@@ -78,6 +82,12 @@ class SGAS(Darts):
             "description": "epochs between decisions as a fraction of the epochs (reference: 5 of 50)",
         },
         "batch_increase": {"type": "integer", "minimum": 0, "default": 8, "description": "batch size growth per decision round"},
+        "op_selection": {
+            "enum": ["magnitude", "pt"],
+            "default": "magnitude",
+            "description": "a decided edge's op: largest alpha (SGAS) or, as SGAS+PT in darts-pt, the op whose "
+            "removal lowers the supernet's validation accuracy most",
+        },
         "score_normalization": {
             "enum": ["all", "undecided"],
             "default": "all",
@@ -140,11 +150,28 @@ class SGAS(Darts):
         undecided = (self.selected[kind] == UNDECIDED).to(probs.device)
         return edge_scores(probs, self.none_mask[kind], undecided, self.options["score_normalization"])
 
+    def strongest_op(self, kind: str, edge: int) -> int:
+        """The edge's non-none op by magnitude, or (``op_selection: pt``) the one whose
+        removal (weight set to 0, the others kept) leaves the lowest validation accuracy."""
+        none = self.none_mask[kind][edge]
+        if self.options["op_selection"] == "magnitude":
+            probs = F.softmax(self.alpha[kind].detach()[edge], dim=-1)
+            return int(torch.argmax(probs.masked_fill(none, -1.0)))
+        if self.validate is None:
+            raise RuntimeError("sgas op_selection pt needs the search loop's validation (method.validate)")
+        weights = self.eval_weights()
+        accuracy = {}
+        for op in (k for k in range(len(none)) if not none[k]):
+            removed = weights[kind].clone()
+            removed[edge, op] = 0.0
+            accuracy[op] = self.validate({**weights, kind: removed})[1]
+        runtime.log(f"sgas+pt: {kind} edge {edge}: valid acc without each op {accuracy}")
+        return min(accuracy, key=lambda op: (accuracy[op], op))
+
     def decide(self, kind: str) -> tuple[int, int]:
         """Fix the best-scoring undecided edge of ``kind`` to its strongest non-none op."""
         edge = int(torch.argmax(self.scores(kind)))
-        probs = F.softmax(self.alpha[kind].detach()[edge], dim=-1)
-        op = int(torch.argmax(probs.masked_fill(self.none_mask[kind][edge], -1.0)))
+        op = self.strongest_op(kind, edge)
         selected = self.selected[kind]
         selected[edge] = op
         node = self.edge_list[edge][0]
