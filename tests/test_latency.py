@@ -297,10 +297,10 @@ def test_latency_stage_params_hold_only_what_each_job_uses(tmp_path):
     assert set(measure) == {"dataset", "seed", "method", "measure", "retrain", "runtime"}
     assert measure["retrain"] == {"init_channels": 8, "layers": 5} and measure["measure"]["repeats"] == 10
     assert stage_params(config, "latency_filter") == {"dataset": "cifar10", "target_ms": 20.0}
-    nb201 = load_config(overlay(tmp_path, {"search": {"settings": {"space": "nb201"}}, "latency": {"method": "lookup", "target_ms": 5.0}}))
+    nb201 = load_config(overlay(tmp_path, {"search": {"run": ["darts_1st"], "settings": {"space": "nb201"}}, "latency": {"method": "lookup", "target_ms": 5.0}}))
     assert stage_params(nb201, "latency", seed=0) == {"dataset": "cifar10", "seed": 0, "method": "lookup", "lookup": {"nb201_device": "pixel3"}}
     # The target is the filter's alone: changing it does not touch the latency jobs.
-    assert stage_params(nb201, "latency", seed=0) == stage_params(load_config(overlay(tmp_path, {"search": {"settings": {"space": "nb201"}}, "latency": {"method": "lookup", "target_ms": 9.0}})), "latency", seed=0)
+    assert stage_params(nb201, "latency", seed=0) == stage_params(load_config(overlay(tmp_path, {"search": {"run": ["darts_1st"], "settings": {"space": "nb201"}}, "latency": {"method": "lookup", "target_ms": 9.0}})), "latency", seed=0)
 
 
 # ---------------------------------------------------------------- UNAS latency search

@@ -28,7 +28,7 @@ Objective: E_z[L_gen(z, w)] + lambda_lat * E_z[max(0, lat(z) - target_ms)].
 - Warm-up: alpha frozen for ``warmup_epochs`` (the paper: 20 of 35); then Adam with a
   cosine learning rate from ``arch_lr`` to ``arch_lr_min`` (1e-3 -> 3e-4).
 - Weights: cross-entropy of each training example's hard sample (one path per example),
-  with the search loop's SGD (choice: the paper trains w with Adam).
+  with Adam as in UNAS (``w_lr`` cosine to ``w_lr_min``; they replace the shared SGD settings).
 
 Derivation: argmax per layer (``eval_weights`` are the masked softmax probabilities;
 magnitude selection takes their argmax).
@@ -48,6 +48,7 @@ from pipeline.config import ConfigError
 from pipeline.latency import LAYER_MODELS, layer_model
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
+from pipeline.search.unas import Unas
 
 
 def gumbel_like(shape, device) -> torch.Tensor:
@@ -78,7 +79,10 @@ class UnasLatency(SearchMethod):
             "default": [0.9, 0.999],
         },
         "arch_weight_decay": {"type": "number", "minimum": 0, "default": 0.0},
+        **{key: Unas.OPTIONS[key] for key in ("w_lr", "w_lr_min", "w_betas", "w_weight_decay")},
     }
+
+    make_weight_optimizer = Unas.make_weight_optimizer
 
     @classmethod
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
