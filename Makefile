@@ -3,7 +3,8 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
-CORES ?= 2
+# Parallel jobs (the demo's jobs use one torch thread each).
+CORES ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: setup demo test lint clean-results
 

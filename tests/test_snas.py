@@ -157,6 +157,16 @@ def test_child_network_drops_edges_whose_argmax_is_none(tmp_path):
     # The reduce cell keeps 0 -> 2 and 2 -> 5 (edge 11), nothing else.
     assert [(e["node"], e["input"]) for e in cells["reduce"]["edges"]] == [(2, 0), (5, 2)]
     assert cells["reduce"]["concat"] == [2, 5]
+    # The decision record: each edge's argmax over all ops, kept or dropped as in the cells.
+    from pipeline.select.base import DecisionLog
+    from pipeline.select.snas import record_argmax
+
+    log = DecisionLog()
+    record_argmax(log, SPACE, {"normal": normal, "reduce": reduce}, cells)
+    normal_rows = [d for d in log.decisions if d["cell_type"] == "normal"]
+    assert len(log.decisions) == 28 and [d["choice"] for d in normal_rows][:2] == ["none", "skip_connect"]
+    assert [d["action"] for d in normal_rows] == ["drop", "keep", "keep", "drop", "keep"] + ["drop"] * 4 + ["keep"] * 4 + ["drop"]
+    assert len([c for c in log.candidates if c["decision"] == 0]) == len(OPS)  # none among the candidates
 
     assert SPACE.from_text(SPACE.to_text(cells)) == cells  # the (op, input, node) form round-trips
     artifacts.write_genotype(tmp_path / "g.json", {"space": "darts", "cells": cells}, {"seed": 0})

@@ -181,8 +181,15 @@ def test_unas_derivation_takes_each_branch_argmax():
     logits[inputs_key("normal", 4)][:, 1] = 4.0
     logits[inputs_key("normal", 4)][1, 3] = 3.0
     logits[ops_key("normal")][2, :, OPS.index("skip_connect")] = 2.0
-    cells = parse_branches(SPACE, logits)
+    from pipeline.select.base import DecisionLog
+
+    log = DecisionLog()
+    cells = parse_branches(SPACE, logits, log)
     edges = cells["normal"]["edges"]
+    branch = [d for d in log.decisions if d["cell_type"] == "normal" and d["node"] == 4]  # one decision per branch
+    assert [(d["input"], d["choice"]) for d in branch] == [(1, "skip_connect"), (3, "skip_connect")]
+    second = [c for c in log.candidates if c["decision"] == log.decisions.index(branch[1])]
+    assert len(second) == 4 * len(OPS) and max(second, key=lambda c: c["score"])["input"] == 3  # (1, skip) is taken
     assert edges[2:4] == [{"node": 3, "input": 0, "op": "sep_conv_5x5"}, {"node": 3, "input": 2, "op": "dil_conv_3x3"}]
     assert edges[4:6] == [{"node": 4, "input": 1, "op": "skip_connect"}, {"node": 4, "input": 3, "op": "skip_connect"}]
     assert cells["normal"]["concat"] == [2, 3, 4, 5]
@@ -218,13 +225,17 @@ def test_unas_selection_refuses_other_supernets(tmp_path):
 def test_selections_skip_supernets_they_cannot_read(tmp_path):
     overlay = tmp_path / "runs.yaml"
     base = [REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml"]
-    overlay.write_text("search: {run: [darts_1st, snas, unas]}\nselect: {run: [magnitude, snas, unas]}\n")
+    # (methods the demo's select.run_for does not name, so select.run applies to them)
+    overlay.write_text(
+        "search: {run: [darts_2nd, snas_b, unas_b], methods: {snas_b: {algorithm: snas}, unas_b: {algorithm: unas, settings: {space: unas}}}}\n"
+        "select: {run: [magnitude, snas, unas]}\n"
+    )
     config = load_config([*base, overlay])
-    assert selections_for(config, "darts_1st") == ["magnitude", "snas"]
-    assert selections_for(config, "snas") == ["magnitude", "snas"]
-    assert selections_for(config, "unas") == ["magnitude", "snas", "unas"]
-    overlay.write_text("select: {run: [unas]}\n")
-    with pytest.raises(ConfigError, match="config key 'select.run': no selection in it can read the supernets of search 'darts_1st'"):
+    assert selections_for(config, "darts_2nd") == ["magnitude", "snas"]
+    assert selections_for(config, "snas_b") == ["magnitude", "snas"]
+    assert selections_for(config, "unas_b") == ["magnitude", "snas", "unas"]
+    overlay.write_text("search: {run: [darts_2nd]}\nselect: {run: [unas]}\n")
+    with pytest.raises(ConfigError, match="config key 'select.run': no selection in it can read the supernets of search 'darts_2nd'"):
         load_config([*base, overlay])
     overlay.write_text("select: {run_for: {darts_2nd: [magnitude, unas]}}\n")
     with pytest.raises(ConfigError, match=r"config key 'select.run_for.darts_2nd\[1\]': selection 'unas' cannot read"):

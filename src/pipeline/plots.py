@@ -459,10 +459,11 @@ def steps_from_record(record: artifacts.Decisions) -> list[DecisionStep]:
             names = [str(cand["name"][k]) for k in mine]
             labels, choice = [f"#{n + 1}" for n in range(len(mine))], f"#{names.index(rows['choice'][i]) + 1}"
             edge = f"{len(mine)} samples"
-        else:
-            label = (lambda k: f"{int(cand['input'][k])}:{cand['name'][k]}") if kind == "edge" else (lambda k: str(cand["name"][k]))
+        else:  # candidates from several inputs (topology, UNAS branches) are named input:op
+            sourced = len({int(cand["input"][k]) for k in mine}) > 1
+            label = (lambda k: f"{int(cand['input'][k])}:{cand['name'][k]}") if sourced else (lambda k: str(cand["name"][k]))
             labels = [label(k) for k in mine]
-            choice = f"{int(rows['input'][i])}:{rows['choice'][i]}" if kind == "edge" else str(rows["choice"][i])
+            choice = f"{int(rows['input'][i])}:{rows['choice'][i]}" if sourced else str(rows["choice"][i])
             edge = f"{rows['cell_type'][i]} {int(rows['input'][i])}→{int(rows['node'][i])}"
         after = float(rows["valid_acc_after"][i])
         steps.append(DecisionStep(

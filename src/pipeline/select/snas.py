@@ -10,7 +10,8 @@ import torch
 
 from pipeline.ops import ZERO_OPS
 from pipeline.select import METHODS
-from pipeline.select.base import SelectionContext, SelectionError, SelectionMethod
+from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
+from pipeline.select.magnitude import record_magnitude
 from pipeline.spaces.cell import CellSpace
 
 
@@ -35,13 +36,33 @@ def parse_argmax(space, weights: dict[str, torch.Tensor]) -> dict:
     return cells
 
 
+def record_argmax(record: DecisionLog, space, weights: dict[str, torch.Tensor], cells: dict) -> None:
+    """Each edge's argmax among all its ops (``none`` included): ``keep`` if the child network
+    has the edge, ``drop`` if the op is ``none`` or the edge reads a dropped node."""
+    edge_list = space.edges()
+    for kind in space.cell_types:
+        w = weights[kind].detach().float().cpu()
+        kept = {(e["node"], e["input"]) for e in cells[kind]["edges"]}
+        for e, names in enumerate(space.candidates(kind)):
+            node, source = edge_list[e]
+            record.add(
+                step=0, cell_type=kind, kind="op", node=node, input=source, edge=e, criterion="weight",
+                action="keep" if (node, source) in kept else "drop", choice=names[int(w[e].argmax())],
+                candidates=[(name, source, w[e, k].item(), w[e, k].item()) for k, name in enumerate(names)],
+            )
+
+
 @METHODS.register("snas")
 class SnasArgmax(SelectionMethod):
     def select(self, ctx: SelectionContext) -> dict:
         if isinstance(ctx.space, CellSpace):
-            return parse_argmax(ctx.space, ctx.arch_weights)
+            cells = parse_argmax(ctx.space, ctx.arch_weights)
+            record_argmax(ctx.record, ctx.space, ctx.arch_weights, cells)
+            return cells
         # NB201 and ProxylessNAS genotypes keep every edge: their argmax parse, none allowed.
         try:
-            return ctx.space.parse(ctx.arch_weights, exclude_ops=())
+            cells = ctx.space.parse(ctx.arch_weights, exclude_ops=())
         except ValueError as exc:
             raise SelectionError(str(exc)) from None
+        record_magnitude(ctx.record, ctx.space, ctx.arch_weights, (), cells)
+        return cells

@@ -13,10 +13,12 @@ import torch
 
 from pipeline.ops import ZERO_OPS
 from pipeline.select import METHODS
-from pipeline.select.base import SelectionContext, SelectionError, SelectionMethod
+from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
 
 
-def parse_branches(space, logits: dict[str, torch.Tensor]) -> dict:
+def parse_branches(space, logits: dict[str, torch.Tensor], record: DecisionLog | None = None) -> dict:
+    """The genotype; ``record`` gets one decision per branch: every (input, op) pair with its
+    log-probability log p(input) + log p(op), and the pair chosen."""
     cells = {}
     for kind in space.cell_types:
         ops_logits = logits[f"{kind}_ops"].detach().cpu().float()
@@ -36,6 +38,12 @@ def parse_branches(space, logits: dict[str, torch.Tensor]) -> dict:
                     joint[source, op] = float("-inf")
                 flat = int(joint.flatten().argmax())
                 chosen.append(divmod(flat, len(names)))
+                if record is not None:
+                    source, op = chosen[-1]
+                    record.add(
+                        step=0, cell_type=kind, kind="branch", node=node, input=source, criterion="log_prob", action="keep",
+                        choice=names[op], candidates=[(names[k], i, joint[i, k].item(), float("nan")) for i in range(node) for k in range(len(names))],
+                    )
             for source, op in sorted(chosen):
                 edges.append({"node": node, "input": source, "op": names[op]})
         cells[kind] = {"edges": edges, "concat": list(range(2, space.steps + 2))}
@@ -48,4 +56,4 @@ class UnasArgmax(SelectionMethod):
     SEARCH_ALGORITHMS = ("unas",)
 
     def select(self, ctx: SelectionContext) -> dict:
-        return parse_branches(ctx.space, ctx.checkpoint["method"]["alpha"])
+        return parse_branches(ctx.space, ctx.checkpoint["method"]["alpha"], ctx.record)
