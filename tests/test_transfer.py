@@ -234,7 +234,8 @@ def test_dvc_yaml_gets_transfer_stages_only_when_enabled(tiny_imagenet, tmp_path
     base = [str(REPO / "config" / "config.yaml"), str(REPO / "config" / "demo.yaml")]
     overlay = tmp_path / "imagenet.yaml"
     source = {"format": "imagefolder", "train": str(tiny_imagenet / "train"), "test": str(tiny_imagenet / "test")}
-    overlay.write_text(yaml.safe_dump({"data": {"imagenet": {"source": source}}, "transfer": {"enabled": True, "gpus": 4}}))
+    runs = {"search": {"run": ["darts_1st", "darts_2nd"]}, "select": {"run_for": {"darts_1st": ["magnitude"]}}}
+    overlay.write_text(yaml.safe_dump({**runs, "data": {"imagenet": {"source": source}}, "transfer": {"enabled": True, "gpus": 4}}))
     monkeypatch.chdir(REPO)
     assert "transfer_" not in render_dvc_yaml(base)
     stages = yaml.safe_load(render_dvc_yaml([*base, str(overlay)]))["stages"]
