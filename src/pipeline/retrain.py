@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,16 +24,16 @@ from pipeline.training import (
     check_stop,
     epoch_seed,
     evaluate_sharded,
-    finish,
+    genotype_origin,
     load_resume_state,
+    record_epoch,
     restore_training_state,
     resume_key,
     train_epoch,
     training_state,
+    write_results,
 )
 
-MODEL_FILE = "model.pt"
-METRICS_FILE = "metrics.h5"
 RESUME_FILE = Path("checkpoint") / "last.pt"
 RANK_SEED_STRIDE = 100_003  # ranks > 0 draw their own drop-path masks
 
@@ -125,19 +124,13 @@ def _retrain(params, genotype, genotype_path: Path, data_path, out_dir: Path, th
             "test_acc": test["test_top1"],
             "wall_time": time.perf_counter() - started,
         }
-        for key, value in row.items():
-            history.setdefault(key, []).append(value)
-        state = payload(epoch + 1)
-        if world.is_main:
-            artifacts.save_checkpoint(resume_path, "retrain", state)
-        world.barrier()
+        record_epoch("retrain", history, row, lambda: payload(epoch + 1), resume_path, world)
         runtime.log(
             f"retrain epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.2f} loss {row['train_loss']:.3f} | "
             f"test acc {row['test_acc']:.2f} loss {row['test_loss']:.3f} | {row['wall_time']:.1f}s"
         )
         check_stop(epoch + 1, epochs, resume_path)
 
-    gp = genotype["provenance"]
     summary = {
         "test_acc": float(history["test_acc"][-1]),
         "test_error": 100.0 - float(history["test_acc"][-1]),
@@ -147,24 +140,13 @@ def _retrain(params, genotype, genotype_path: Path, data_path, out_dir: Path, th
         "retrain_seconds": float(sum(history["wall_time"])),
         "dataset": params["dataset"],
         "space": genotype["space"],
-        "search_method": gp["search_method"],
-        "selection_method": gp["selection_method"],
         "seed": seed,
-        "search_seconds": gp["search_seconds"],
-        "select_seconds": gp["select_seconds"],
-        "search_device": gp["search_device"],
-        "genotype_sha256": artifacts.sha256_file(genotype_path),
+        **genotype_origin(genotype, genotype_path),
         "genotype_text": space.to_text(genotype["cells"]),
         "device": str(device),
         "world_size": world.world_size,
     }
-    final = payload(epochs)
-    if world.is_main:
-        epochs_arrays = {name: np.asarray(values) for name, values in history.items()}
-        provenance = artifacts.provenance(params, seed=seed, genotype_file=str(genotype_path), device=str(device), world_size=world.world_size)
-        artifacts.write_metrics(out_dir / METRICS_FILE, artifacts.Metrics("retrain", epochs_arrays, summary, provenance))
-        artifacts.save_checkpoint(out_dir / MODEL_FILE, "retrain", final)
-        finish(resume_path)
-    world.barrier()
+    provenance = artifacts.provenance(params, seed=seed, genotype_file=str(genotype_path), device=str(device), world_size=world.world_size)
+    write_results("retrain", out_dir, history, summary, provenance, payload(epochs), resume_path, world)
     runtime.log(f"retrain done: test acc {summary['test_acc']:.2f}%, {summary['params_m']:.3f}M params")
     return summary

@@ -74,6 +74,17 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.multiplier :], dim=1)
 
 
+def without_each_op(weights: dict[str, torch.Tensor], kind: str, edge: int, ops: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+    """Per op of ``ops``, ``weights`` with that op's weight on the edge set to 0 (the rest
+    kept): the perturbations DARTS-PT evaluates."""
+    sets = []
+    for op in ops:
+        removed = weights[kind].clone()
+        removed[edge, op] = 0.0
+        sets.append({**weights, kind: removed})
+    return sets
+
+
 def active_ops(weights: torch.Tensor, candidates: Sequence[Sequence[str]], keep_zero: bool = False) -> list[list[int]]:
     """Per edge, the indices of ops that can contribute: non-zero weight (unless ``keep_zero``)
     and not ``none``."""

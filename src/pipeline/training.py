@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -190,6 +191,41 @@ def restore_training_state(state: dict[str, Any], model, optimizer, scheduler, s
         artifacts.set_rng_state(state["rng"])
         runtime.log(f"checkpoint made by {len(ranks)} process(es), resumed by {world.world_size}: random streams differ from an uninterrupted run")
     return state["history"], state["epoch"]
+
+
+def record_epoch(kind: str, history: dict[str, list], row: dict[str, Any], state_after: Callable[[], dict], resume_path: Path, world: World) -> None:
+    """Append the epoch's row to ``history``, then checkpoint the state that holds it
+    (``state_after`` runs on every rank; rank 0 writes)."""
+    for key, value in row.items():
+        history.setdefault(key, []).append(value)
+    state = state_after()
+    if world.is_main:
+        artifacts.save_checkpoint(resume_path, kind, state)
+    world.barrier()
+
+
+def genotype_origin(genotype: dict, genotype_path: Path) -> dict[str, Any]:
+    """What a trained network's summary says of the genotype and the search behind it."""
+    gp = genotype["provenance"]
+    return {
+        "search_method": gp["search_method"],
+        "selection_method": gp["selection_method"],
+        "search_seconds": gp["search_seconds"],
+        "select_seconds": gp["select_seconds"],
+        "search_device": gp["search_device"],
+        "genotype_sha256": artifacts.sha256_file(genotype_path),
+    }
+
+
+def write_results(kind: str, out_dir: Path, history: dict[str, list], summary: dict, provenance: dict, final_state: dict,
+                  resume_path: Path, world: World) -> None:
+    """Rank 0 writes ``metrics.h5`` and ``model.pt`` and drops the resume point."""
+    if world.is_main:
+        series = {name: np.asarray(values) for name, values in history.items()}
+        artifacts.write_metrics(out_dir / "metrics.h5", artifacts.Metrics(kind, series, summary, provenance))
+        artifacts.save_checkpoint(out_dir / "model.pt", kind, final_state)
+        finish(resume_path)
+    world.barrier()
 
 
 def finish(resume_path: Path) -> None:

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from pipeline import artifacts, distributed, runtime
@@ -34,15 +33,15 @@ from pipeline.training import (
     check_stop,
     epoch_seed,
     evaluate_sharded,
-    finish,
+    genotype_origin,
     load_resume_state,
+    record_epoch,
     restore_training_state,
     train_epoch,
     training_state,
+    write_results,
 )
 
-MODEL_FILE = "model.pt"
-METRICS_FILE = "metrics.h5"
 RESUME_FILE = Path("checkpoint") / "last.pt"
 CHANNEL_STEP = 2  # FactorizedReduce and the stem's C/2 need an even C
 
@@ -205,19 +204,13 @@ def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int
         test = evaluate_sharded(model, to_device(test_stream.epoch(0)), device, rt["amp"], world, topk=(1, 5))
         row = {"epoch": epoch, "lr": epoch_lr, "drop_path_prob": net.drop_path_prob, **train, **test,
                "wall_time": time.perf_counter() - started}
-        for key, value in row.items():
-            history.setdefault(key, []).append(value)
-        state = payload(epoch + 1)
-        if world.is_main:
-            artifacts.save_checkpoint(resume_path, "transfer", state)
-        world.barrier()
+        record_epoch("transfer", history, row, lambda: payload(epoch + 1), resume_path, world)
         runtime.log(
             f"transfer epoch {epoch + 1}/{epochs}: train top-1 {train['train_top1']:.2f} loss {train['train_loss']:.3f} | "
             f"test top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | {row['wall_time']:.1f}s"
         )
         check_stop(epoch + 1, epochs, resume_path)
 
-    gp = genotype["provenance"]
     top1, top5 = float(history["test_top1"][-1]), float(history["test_top5"][-1])
     summary = {
         "test_top1": top1,
@@ -234,25 +227,14 @@ def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int
         "eval_resolution": resolution,
         "transfer_seconds": float(sum(history["wall_time"])),
         "dataset": params["dataset"],
-        "source_dataset": (gp.get("params") or {}).get("dataset", "unknown"),
+        "source_dataset": (genotype["provenance"].get("params") or {}).get("dataset", "unknown"),
         "space": genotype["space"],
-        "search_method": gp["search_method"],
-        "selection_method": gp["selection_method"],
         "seed": seed,
-        "search_seconds": gp["search_seconds"],
-        "select_seconds": gp["select_seconds"],
-        "search_device": gp["search_device"],
-        "genotype_sha256": artifacts.sha256_file(genotype_path),
+        **genotype_origin(genotype, genotype_path),
         "device": str(device),
         "world_size": world.world_size,
     }
-    final = payload(epochs)
-    if world.is_main:
-        series = {name: np.asarray(values) for name, values in history.items()}
-        provenance = artifacts.provenance(params, seed=seed, genotype_file=str(genotype_path), device=str(device), world_size=world.world_size)
-        artifacts.write_metrics(out_dir / METRICS_FILE, artifacts.Metrics("transfer", series, summary, provenance))
-        artifacts.save_checkpoint(out_dir / MODEL_FILE, "transfer", final)
-        finish(resume_path)
-    world.barrier()
+    provenance = artifacts.provenance(params, seed=seed, genotype_file=str(genotype_path), device=str(device), world_size=world.world_size)
+    write_results("transfer", out_dir, history, summary, provenance, payload(epochs), resume_path, world)
     runtime.log(f"transfer done: top-1 {top1:.2f}%, top-5 {top5:.2f}%, C={channels}, {summary['params_m']:.2f}M params")
     return summary

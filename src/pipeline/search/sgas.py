@@ -39,6 +39,7 @@ from pipeline.ops import ZERO_OPS
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space
+from pipeline.supernet import without_each_op
 
 UNDECIDED, PRUNED = -1, -2
 
@@ -159,12 +160,9 @@ class SGAS(Darts):
             return int(torch.argmax(probs.masked_fill(none, -1.0)))
         if self.validate is None:
             raise RuntimeError("sgas op_selection pt needs the search loop's validation (method.validate)")
-        weights = self.eval_weights()
-        accuracy = {}
-        for op in (k for k in range(len(none)) if not none[k]):
-            removed = weights[kind].clone()
-            removed[edge, op] = 0.0
-            accuracy[op] = self.validate({**weights, kind: removed})[1]
+        ops = [k for k in range(len(none)) if not none[k]]
+        removed = without_each_op(self.eval_weights(), kind, edge, ops)
+        accuracy = {op: self.validate(weights)[1] for op, weights in zip(ops, removed)}
         runtime.log(f"sgas+pt: {kind} edge {edge}: valid acc without each op {accuracy}")
         return min(accuracy, key=lambda op: (accuracy[op], op))
 

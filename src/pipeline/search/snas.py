@@ -32,6 +32,7 @@ from torch import nn
 from pipeline.config import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
+from pipeline.search.darts import Darts
 from pipeline.spaces import get_space
 from pipeline.spaces.cell import CellSpace
 from pipeline.spaces.nb201 import NB201Space
@@ -154,16 +155,8 @@ class Snas(SearchMethod):
     bilevel = False
 
     OPTIONS = {
-        "arch_lr": {"type": "number", "exclusiveMinimum": 0, "default": 3e-4},
-        "arch_betas": {
-            "type": "array",
-            "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-            "minItems": 2,
-            "maxItems": 2,
-            "default": [0.5, 0.999],
-        },
-        "arch_weight_decay": {"type": "number", "minimum": 0, "default": 1e-3},
-        "init_scale": {"type": "number", "minimum": 0, "default": 1e-3, "description": "alpha ~ init_scale * N(0, 1) (choice)"},
+        # DARTS' Adam on alpha and its initialisation
+        **{key: Darts.OPTIONS[key] for key in ("arch_lr", "arch_betas", "arch_weight_decay", "init_scale")},
         "temperature_start": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
         "temperature_end": {"type": "number", "exclusiveMinimum": 0, "default": 0.03},
         "cost_level": {"enum": ["none", *COST_LEVELS], "default": "moderate", "description": "resource constraint strength"},

@@ -49,6 +49,7 @@ from pipeline.search.loop import build_supernet, search_loaders, train_epoch
 from pipeline.select.base import RESUME_FILE, DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import ALL_OPS, parse_magnitude
 from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets
+from pipeline.supernet import without_each_op
 
 FINETUNE_EPOCH_BASE = 100_000  # fine-tuning data streams differ from the search's epochs
 
@@ -177,13 +178,7 @@ class PerturbationSelection:
             raise SelectionError(f"exclude_ops {sorted(self.excluded)} leaves no op on edge {self.edges[edge]} of the {kind} cell")
         current = self.current_weights()[kind][edge].detach().float().cpu()
         if self.op_rule == "pt" and len(allowed) > 1:
-            base = self.projected()
-            sets = []
-            for k in allowed:
-                weights = dict(base)
-                weights[kind] = base[kind].clone()
-                weights[kind][edge, k] = 0.0
-                sets.append(weights)
+            sets = without_each_op(self.projected(), kind, edge, allowed)
             pick, scores = self._pick(self.evaluate(sets), hurt_most=True)
             criterion = self.options["criterion"]
         else:  # PT-Mag (or a single candidate): the largest current weight
