@@ -11,7 +11,9 @@ re-implemented for timing comparisons only. It keeps the reference's costs on pu
   two finite-difference passes (which, in train mode, also move BN running statistics);
 - NCHW memory layout, fp32.
 
-The ops themselves are the pipeline's (the same definitions as DARTS' operations.py).
+The ops are the pipeline's (the same definitions as DARTS' operations.py), except that the
+depthwise convolutions are plain ``nn.Conv2d(groups=C)`` as in DARTS, not the pipeline's
+CPU-specialised ``DepthwiseConv2d``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.ops import OPS, FactorizedReduce, ReLUConvBN
+
+
+def _dil_conv(c, kernel, stride, padding, dilation):
+    return nn.Sequential(
+        nn.ReLU(inplace=False),
+        nn.Conv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False),
+        nn.Conv2d(c, c, 1, bias=False),
+        nn.BatchNorm2d(c, affine=False),
+    )
+
+
+ORIGINAL_OPS = {
+    **OPS,
+    "sep_conv_3x3": lambda c, stride, affine: nn.Sequential(_dil_conv(c, 3, stride, 1, 1), _dil_conv(c, 3, 1, 1, 1)),
+    "sep_conv_5x5": lambda c, stride, affine: nn.Sequential(_dil_conv(c, 5, stride, 2, 1), _dil_conv(c, 5, 1, 2, 1)),
+    "dil_conv_3x3": lambda c, stride, affine: _dil_conv(c, 3, stride, 2, 2),
+    "dil_conv_5x5": lambda c, stride, affine: _dil_conv(c, 5, stride, 4, 2),
+}
 
 PRIMITIVES = (
     "none",
@@ -39,7 +59,7 @@ class MixedOp(nn.Module):
         super().__init__()
         self.ops = nn.ModuleList()
         for name in PRIMITIVES:
-            op = OPS[name](channels, stride, False)
+            op = ORIGINAL_OPS[name](channels, stride, False)
             if "pool" in name:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
             self.ops.append(op)

@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pipeline.depthwise import DepthwiseConv2d
+
 
 class ReLUConvBN(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
@@ -23,7 +25,7 @@ class DilConv(nn.Sequential):
     def __init__(self, c_in, c_out, kernel, stride, padding, dilation, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
+            DepthwiseConv2d(c_in, kernel, stride, padding, dilation),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
@@ -95,6 +97,16 @@ OPS: dict[str, OpFactory] = {
     "nor_conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine),
     "nor_conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine),
 }
+
+def after_relu(op: nn.Module) -> nn.Module | None:
+    """What ``op`` computes after its leading ReLU, built from its own layers; None if it
+    does not start with one. The ops of a mixed edge share one ReLU of their input."""
+    if isinstance(op, SepConv):
+        return nn.Sequential(after_relu(op[0]), op[1])
+    if isinstance(op, (ReLUConvBN, DilConv)):
+        return nn.Sequential(*list(op)[1:])
+    return None
+
 
 # Ops that contribute exactly zero: the mixed op never computes them.
 ZERO_OPS = frozenset({"none"})

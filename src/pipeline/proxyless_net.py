@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.depthwise import DepthwiseConv2d
+
 SKIP = "skip_connect"
 
 
@@ -43,7 +45,7 @@ class MBConv(nn.Sequential):
         if expand != 1:
             layers += [nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden, affine=affine), nn.ReLU6(inplace=True)]
         layers += [
-            nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
+            DepthwiseConv2d(hidden, kernel, stride, kernel // 2),
             nn.BatchNorm2d(hidden, affine=affine),
             nn.ReLU6(inplace=True),
             nn.Conv2d(hidden, c_out, 1, bias=False),

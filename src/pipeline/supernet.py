@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from pipeline.ops import ZERO_OPS, FactorizedReduce, ReLUConvBN, make_op
+from pipeline.ops import ZERO_OPS, FactorizedReduce, ReLUConvBN, after_relu, make_op
 
 
 class MixedOp(nn.Module):
@@ -27,14 +28,21 @@ class MixedOp(nn.Module):
             if pool_bn and "pool" in name:  # DARTS: pools get a BN so their scale matches the convs'
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
             self.ops.append(op)
+        # A plain list: these share the ops' layers, which must not be registered twice.
+        self.after_relu = [after_relu(op) for op in self.ops]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, active: Sequence[int]) -> torch.Tensor:
-        out = None
+        out = relu_x = None
         for k in active:
             w = weights[..., k]
             if w.ndim:  # per-sample weights
                 w = w.view(-1, 1, 1, 1)
-            term = w * self.ops[k](x)
+            if self.after_relu[k] is None:
+                y = self.ops[k](x)
+            else:
+                relu_x = F.relu(x) if relu_x is None else relu_x
+                y = self.after_relu[k](relu_x)
+            term = w * y
             out = term if out is None else out + term
         if out is None:
             batch, channels, height, width = x.shape
