@@ -22,25 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.depthwise import DepthwiseConv2d
 from pipeline.ops import OPS, FactorizedReduce, ReLUConvBN
 
 
-def _dil_conv(c, kernel, stride, padding, dilation):
-    return nn.Sequential(
-        nn.ReLU(inplace=False),
-        nn.Conv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False),
-        nn.Conv2d(c, c, 1, bias=False),
-        nn.BatchNorm2d(c, affine=False),
-    )
+def _plain_depthwise(op: nn.Module) -> nn.Module:
+    """``op`` with each of the pipeline's DepthwiseConv2d layers swapped for the plain
+    grouped nn.Conv2d DARTS uses (fresh weights: the network is initialised anyway)."""
+    for name, child in op.named_children():
+        if isinstance(child, DepthwiseConv2d):
+            c, k = child.in_channels, child.kernel_size
+            setattr(op, name, nn.Conv2d(c, c, k, child.stride, child.padding, dilation=child.dilation, groups=c, bias=False))
+        else:
+            _plain_depthwise(child)
+    return op
 
-
-ORIGINAL_OPS = {
-    **OPS,
-    "sep_conv_3x3": lambda c, stride, affine: nn.Sequential(_dil_conv(c, 3, stride, 1, 1), _dil_conv(c, 3, 1, 1, 1)),
-    "sep_conv_5x5": lambda c, stride, affine: nn.Sequential(_dil_conv(c, 5, stride, 2, 1), _dil_conv(c, 5, 1, 2, 1)),
-    "dil_conv_3x3": lambda c, stride, affine: _dil_conv(c, 3, stride, 2, 2),
-    "dil_conv_5x5": lambda c, stride, affine: _dil_conv(c, 5, stride, 4, 2),
-}
 
 PRIMITIVES = (
     "none",
@@ -59,7 +55,7 @@ class MixedOp(nn.Module):
         super().__init__()
         self.ops = nn.ModuleList()
         for name in PRIMITIVES:
-            op = ORIGINAL_OPS[name](channels, stride, False)
+            op = _plain_depthwise(OPS[name](channels, stride, False))
             if "pool" in name:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
             self.ops.append(op)

@@ -111,32 +111,32 @@ class _BlockwiseWeightGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        stride, padding, channels = ctx.stride, ctx.padding, x.shape[1]
-        conv_args = ([stride, stride], [0, 0], [1, 1], False, [0, 0], channels)
+        stride, padding = ctx.stride, ctx.padding
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [stride, stride], [padding, padding], [1, 1], False, [0, 0], channels, [True, False, False]
-            )[0]
+            grad_x = _conv_backward(grad, x, weight, stride, padding, input_grad=True)
         if ctx.needs_input_grad[1]:
-            kernel = weight.shape[-1]
             padded = F.pad(x, (padding,) * 4)
             out_h, out_w = grad.shape[-2:]
             span_h, span_w = stride * (out_h - 1) + _BLOCK, stride * (out_w - 1) + _BLOCK
-            block_shape = weight[..., :_BLOCK, :_BLOCK].shape
-            offsets = _block_offsets(kernel)
-            rows = []
-            for r in offsets:
-                row = []
-                for c in offsets:
-                    window = padded[:, :, r : r + span_h, c : c + span_w]
-                    block = torch.ops.aten.convolution_backward(
-                        grad, window, weight.new_zeros(block_shape), None, *conv_args, [False, True, False]
-                    )[1]
-                    row.append(block)
-                rows.append(row)
-            grad_weight = _assemble(rows, offsets)
+            block = weight.new_zeros(*weight.shape[:2], _BLOCK, _BLOCK)  # only its shape is read
+            offsets = _block_offsets(weight.shape[-1])
+            blocks = [
+                [_conv_backward(grad, padded[:, :, r : r + span_h, c : c + span_w], block, stride, 0, input_grad=False) for c in offsets]
+                for r in offsets
+            ]
+            grad_weight = _assemble(blocks, offsets)
         return grad_x, grad_weight, None, None
+
+
+def _conv_backward(grad, x, weight, stride: int, padding: int, input_grad: bool) -> torch.Tensor:
+    """The input gradient (``input_grad``) or the weight gradient of an undilated depthwise
+    convolution, through the differentiable aten op."""
+    mask = [input_grad, not input_grad, False]
+    grads = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [stride, stride], [padding, padding], [1, 1], False, [0, 0], x.shape[1], mask
+    )
+    return grads[0] if input_grad else grads[1]
 
 
 def _assemble(blocks: list[list[torch.Tensor]], offsets: list[int]) -> torch.Tensor:

@@ -98,6 +98,7 @@ OPS: dict[str, OpFactory] = {
     "nor_conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine),
 }
 
+
 def after_relu(op: nn.Module) -> nn.Module | None:
     """What ``op`` computes after its leading ReLU, built from its own layers; None if it
     does not start with one. The ops of a mixed edge share one ReLU of their input."""
