@@ -70,3 +70,36 @@ def test_module_has_the_state_of_a_grouped_conv2d():
 def test_blocks_cover_the_kernel(kernel, offsets):
     assert _block_offsets(kernel) == offsets
     assert set().union(*(range(o, o + 3) for o in offsets)) == set(range(kernel))
+
+
+def test_a_backward_pass_computes_only_the_gradients_it_reaches(monkeypatch):
+    """An architecture-only pass (gradient w.r.t. a scale before the convolution) must not
+    pay for the blockwise weight gradient; a weight-only pass skips the input gradient."""
+    import pipeline.depthwise as depthwise
+
+    computed = []
+    real = depthwise._conv_backward
+
+    def counting(*args, input_grad):
+        computed.append("input" if input_grad else "weight block")
+        return real(*args, input_grad=input_grad)
+
+    monkeypatch.setattr(depthwise, "_conv_backward", counting)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.double)
+    scale = torch.tensor(1.5, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(4, 1, 5, 5, dtype=torch.double, requires_grad=True)
+
+    def losses():
+        mine = depthwise_conv2d(x * scale, weight, 1, 2, 1).square().sum()
+        return mine, F.conv2d(x * scale, weight, None, 1, 2, 1, 4).square().sum()
+
+    for wrt, expected in (([scale], ["input"]), ([weight], ["weight block"] * 4), ([scale, weight], ["input"] + ["weight block"] * 4)):
+        computed.clear()
+        mine, reference = losses()
+        for got, want in zip(torch.autograd.grad(mine, wrt), torch.autograd.grad(reference, wrt)):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        assert computed == expected
+    computed.clear()
+    losses()[0].backward()
+    assert computed == ["input"] + ["weight block"] * 4

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.graph import get_gradient_edge
 
 _BLOCK = 3  # the kernel size whose CPU weight gradient is fast
 
@@ -55,7 +56,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding
 
 def _undilated(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
     if weight.shape[-1] > _BLOCK:
-        return _BlockwiseWeightGrad.apply(x, weight, stride, padding)
+        # Through a view, the weight has a graph node the backward can ask the engine about.
+        return _BlockwiseWeightGrad.apply(x, weight.view_as(weight) if weight.requires_grad else weight, stride, padding)
     return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
 
 
@@ -100,12 +102,16 @@ def _block_offsets(kernel: int) -> list[int]:
 class _BlockwiseWeightGrad(torch.autograd.Function):
     """An undilated depthwise convolution whose weight gradient is computed 3x3 block by
     3x3 block: block (r, c) of the kernel sees the padded input from row r, column c on.
-    Written with differentiable ops, so double backward works."""
+    Written with differentiable ops, so double backward works. The weight gradient is
+    skipped in a backward pass that does not reach the weight (an architecture-only pass),
+    and so is the input gradient when the pass does not reach the input, as the native
+    convolution's backward does."""
 
     @staticmethod
     def forward(ctx, x, weight, stride, padding):
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding = stride, padding
+        ctx.input_node, ctx.weight_node = (get_gradient_edge(t).node if t.grad_fn else None for t in (x, weight))
         return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
 
     @staticmethod
@@ -113,20 +119,33 @@ class _BlockwiseWeightGrad(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding = ctx.stride, ctx.padding
         grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and _engine_reaches(ctx.input_node):
             grad_x = _conv_backward(grad, x, weight, stride, padding, input_grad=True)
-        if ctx.needs_input_grad[1]:
-            padded = F.pad(x, (padding,) * 4)
+        if ctx.needs_input_grad[1] and _engine_reaches(ctx.weight_node):
             out_h, out_w = grad.shape[-2:]
             span_h, span_w = stride * (out_h - 1) + _BLOCK, stride * (out_w - 1) + _BLOCK
             block = weight.new_zeros(*weight.shape[:2], _BLOCK, _BLOCK)  # only its shape is read
             offsets = _block_offsets(weight.shape[-1])
             blocks = [
-                [_conv_backward(grad, padded[:, :, r : r + span_h, c : c + span_w], block, stride, 0, input_grad=False) for c in offsets]
+                [_conv_backward(grad, _window(x, padding, r, c, span_h, span_w), block, stride, 0, input_grad=False) for c in offsets]
                 for r in offsets
             ]
             grad_weight = _assemble(blocks, offsets)
         return grad_x, grad_weight, None, None
+
+
+def _window(x: torch.Tensor, padding: int, row: int, col: int, height: int, width: int) -> torch.Tensor:
+    """``F.pad(x, (padding,) * 4)[..., row : row + height, col : col + width]`` in one copy
+    (a negative pad crops)."""
+    h, w = x.shape[-2:]
+    top, left = padding - row, padding - col
+    return F.pad(x, (left, width - left - w, top, height - top - h))
+
+
+def _engine_reaches(node) -> bool:
+    """Whether the running backward pass uses the gradient flowing into ``node`` (True when
+    unknown). Custom Functions' ``needs_input_grad`` only says that the input requires grad."""
+    return node is None or torch._C._will_engine_execute_node(node)
 
 
 def _conv_backward(grad, x, weight, stride: int, padding: int, input_grad: bool) -> torch.Tensor:
