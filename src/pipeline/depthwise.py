@@ -23,6 +23,8 @@ from torch import nn
 from torch.autograd.graph import get_gradient_edge
 
 _BLOCK = 3  # the kernel size whose CPU weight gradient is fast
+# The engine query torch's own multi-grad hooks use; private, so absent means "compute".
+_WILL_ENGINE_EXECUTE = getattr(torch._C, "_will_engine_execute_node", None)
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -145,7 +147,7 @@ def _window(x: torch.Tensor, padding: int, row: int, col: int, height: int, widt
 def _engine_reaches(node) -> bool:
     """Whether the running backward pass uses the gradient flowing into ``node`` (True when
     unknown). Custom Functions' ``needs_input_grad`` only says that the input requires grad."""
-    return node is None or torch._C._will_engine_execute_node(node)
+    return node is None or _WILL_ENGINE_EXECUTE is None or _WILL_ENGINE_EXECUTE(node)
 
 
 def _conv_backward(grad, x, weight, stride: int, padding: int, input_grad: bool) -> torch.Tensor:
