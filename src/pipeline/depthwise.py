@@ -59,7 +59,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding
 def _undilated(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
     if weight.shape[-1] > _BLOCK:
         # Through a view, the weight has a graph node the backward can ask the engine about.
-        return _BlockwiseWeightGrad.apply(x, weight.view_as(weight) if weight.requires_grad else weight, stride, padding)
+        return _BlockwiseWeightGrad.apply(x, weight.view_as(weight), stride, padding)
     return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
 
 
@@ -113,7 +113,7 @@ class _BlockwiseWeightGrad(torch.autograd.Function):
     def forward(ctx, x, weight, stride, padding):
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding = stride, padding
-        ctx.input_node, ctx.weight_node = (get_gradient_edge(t).node if t.grad_fn else None for t in (x, weight))
+        ctx.nodes = [get_gradient_edge(t).node if t.grad_fn else None for t in (x, weight)]
         return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
 
     @staticmethod
@@ -121,9 +121,9 @@ class _BlockwiseWeightGrad(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding = ctx.stride, ctx.padding
         grad_x = grad_weight = None
-        if ctx.needs_input_grad[0] and _engine_reaches(ctx.input_node):
+        if _wanted(ctx, 0):
             grad_x = _conv_backward(grad, x, weight, stride, padding, input_grad=True)
-        if ctx.needs_input_grad[1] and _engine_reaches(ctx.weight_node):
+        if _wanted(ctx, 1):
             out_h, out_w = grad.shape[-2:]
             span_h, span_w = stride * (out_h - 1) + _BLOCK, stride * (out_w - 1) + _BLOCK
             block = weight.new_zeros(*weight.shape[:2], _BLOCK, _BLOCK)  # only its shape is read
@@ -144,10 +144,11 @@ def _window(x: torch.Tensor, padding: int, row: int, col: int, height: int, widt
     return F.pad(x, (left, width - left - w, top, height - top - h))
 
 
-def _engine_reaches(node) -> bool:
-    """Whether the running backward pass uses the gradient flowing into ``node`` (True when
+def _wanted(ctx, index: int) -> bool:
+    """Whether the running backward pass uses the gradient of input ``index`` (True when
     unknown). Custom Functions' ``needs_input_grad`` only says that the input requires grad."""
-    return node is None or _WILL_ENGINE_EXECUTE is None or _WILL_ENGINE_EXECUTE(node)
+    node = ctx.nodes[index]
+    return ctx.needs_input_grad[index] and (node is None or _WILL_ENGINE_EXECUTE is None or _WILL_ENGINE_EXECUTE(node))
 
 
 def _conv_backward(grad, x, weight, stride: int, padding: int, input_grad: bool) -> torch.Tensor:
