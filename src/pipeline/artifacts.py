@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,8 @@ def provenance(params: dict[str, Any], seed: int | None = None, **extra: Any) ->
         "package_version": pipeline.__version__,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
+        # The environment the job ran in: on a cluster, the shared venv (README).
+        "python_executable": sys.executable,
         "host": platform.node(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
