@@ -49,7 +49,8 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     method_cls = METHODS.get(options["algorithm"])
     loaders = search_loaders(data, settings, rt["channels_last"])
     halves = [loaders.w.num_samples] + ([loaders.a.num_samples] if method_cls.bilevel else [])
-    check_batch_fits("search.settings.batch_size", settings["batch_size"], min(halves), f"{data_path}'s search split half")
+    split = f"{data_path}'s search split half (search {params['method']})"
+    check_batch_fits("search.settings.batch_size", settings["batch_size"], min(halves), split)
     loader_eval = loaders.eval
     model = build_supernet(space, settings, data.num_classes, device, rt["channels_last"])
     method = method_cls(space, model, options, settings, device, rt["amp"])
