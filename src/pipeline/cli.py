@@ -26,7 +26,7 @@ from pipeline.plots import PlotError
 from pipeline.registry import UnknownNameError
 from pipeline.runtime import RuntimeConfigError, is_main_process
 from pipeline.select.base import SelectionError
-from pipeline.training import PREEMPTED_EXIT, Preempted, stop_on_signal
+from pipeline.training import Preempted, stop_on_signal
 
 USER_ERRORS = (
     ConfigError,
@@ -149,9 +149,8 @@ def cmd_tables(args):
 
 
 def cmd_latency(args):
-    from pipeline.latency import run_latency
-
     from pipeline.config import check_threads
+    from pipeline.latency import run_latency
 
     if check_threads(args.threads) is not None:
         import torch
@@ -180,7 +179,6 @@ def cmd_check_gpu(args):
     import torch
 
     from pipeline.cluster import check_gpu_build
-
     from pipeline.config import deep_merge, read_yaml
 
     config: dict = {}  # only its cluster section matters: no data need be here
