@@ -5,15 +5,37 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 # Parallel jobs (the demo's jobs use one torch thread each).
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
+# GPU generations (README, "GPU generations"). TORCH_INDEX_URL: where torch and torchvision
+# come from (empty: the default index, whose build is CUDA 13: sm_75 and newer, no V100).
+# GPU_MODEL: the cluster's GPU (config cluster.gpu.gpu_model, e.g. v100); set-up then fails
+# in one line unless the installed torch has kernels for it. E.g. for V100 nodes:
+#   make setup GPU_MODEL=v100 TORCH_INDEX_URL=<a CUDA 12.6 torch index, see README>
+TORCH_INDEX_URL ?=
+GPU_MODEL ?=
+CONFIG ?= config/config.yaml
+# Setting or changing TORCH_INDEX_URL reinstalls torch (the stamp holds the index it came
+# from; a new stamp for the default index is dated 1970 so it reinstalls nothing). Back to
+# the default build: remove the venv.
+TORCH_STAMP := $(VENV)/.torch-index
+$(shell mkdir -p $(VENV) && if [ ! -e $(TORCH_STAMP) ] && [ -z '$(TORCH_INDEX_URL)' ]; then \
+	echo > $(TORCH_STAMP) && touch -d @0 $(TORCH_STAMP); \
+	elif ! echo '$(TORCH_INDEX_URL)' | cmp -s - $(TORCH_STAMP); then echo '$(TORCH_INDEX_URL)' > $(TORCH_STAMP); fi)
 
-.PHONY: setup demo test lint clean-results
+.PHONY: setup demo test lint clean-results check-gpu
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt $(TORCH_STAMP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX_URL),$(BIN)/python -m pip install -q --disable-pip-version-check --force-reinstall \
+		--index-url '$(TORCH_INDEX_URL)' -c constraints.txt torch torchvision)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[workflow,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
+	$(if $(GPU_MODEL),$(BIN)/pipeline check-gpu --gpu-model '$(GPU_MODEL)')
+
+# Whether the installed torch can run the config's cluster.gpu.gpu_model (no GPU needed).
+check-gpu: $(VENV)/.installed
+	$(BIN)/pipeline check-gpu --config $(CONFIG)
 
 demo: setup
 	snakemake --cores $(CORES) --configfile config/demo.yaml

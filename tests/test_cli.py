@@ -1,10 +1,16 @@
-"""The stage CLIs: one-line errors with exit 2 and no output on bad input."""
+"""The stage CLIs: one-line errors with exit 2 and no output on bad input, caught before any work."""
 
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import REPO, retrain_params
+import pytest
+
+from conftest import REPO, retrain_params, search_params
 
 BASE = ["--config", str(REPO / "config" / "config.yaml"), "--config", str(REPO / "config" / "demo.yaml")]
 
@@ -51,3 +57,118 @@ def test_tables_cli_rejects_a_missing_or_foreign_file(tmp_path):
 def test_params_must_be_json():
     result = pipeline("tables", "--params", "{dataset: cifar10", "--out", "t.csv", "m.h5")
     assert_one_line_error(result, "--params: not valid JSON")
+
+
+# ---------------------------------------------------------------- outputs that cannot be written
+
+
+@contextlib.contextmanager
+def unwritable_directory(path):
+    """A folder nobody may create files in: mode 0555, or for root (who ignores modes) the
+    immutable attribute."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("running as root and the file system has no immutable attribute (chattr +i)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def search_args(data, out_option, out):
+    return ("search", "--params", json.dumps(search_params(settings={"epochs": 1})), "--data", str(data), out_option, str(out), "--threads", "1")
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "proc", "no_write_permission"])
+def test_an_output_that_cannot_be_written_fails_in_one_line_before_any_epoch(case, tiny_data, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with contextlib.ExitStack() as stack:
+        out, culprit = {
+            "under_a_file": (blocker / "search", f"{blocker} is not a directory"),
+            "proc": (Path("/proc/search_out"), "cannot write into /proc"),
+            "no_write_permission": (None, "cannot write into"),
+        }[case]
+        if out is None:
+            out = stack.enter_context(unwritable_directory(tmp_path / "locked")) / "search"
+        result = pipeline(*search_args(tiny_data, "--out-dir", out))
+        assert_one_line_error(result, f"--out-dir: {out}: ", culprit)
+        assert "search epoch" not in result.stderr  # refused before any work
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "locked"][: 1 + (case == "no_write_permission")]
+
+
+def test_output_files_of_select_retrain_and_tables_are_probed_before_work(tiny_data, tmp_path):
+    params = json.dumps(retrain_params())
+    retrain = pipeline("retrain", "--params", params, "--genotype", "missing.json", "--data", str(tiny_data),
+                       "--out-dir", "/proc/retrain", "--threads", "1")
+    assert_one_line_error(retrain, "--out-dir: /proc/retrain: cannot write into /proc")  # before the missing genotype
+    select = pipeline("select", "--params", "{}", "--supernet", "s.pt", "--data", "d.pt", "--out", "/proc/genotype.json")
+    assert_one_line_error(select, "--out: /proc/genotype.json: cannot write into /proc")
+    tables = pipeline("tables", "--params", '{"dataset": "cifar10"}', "--out", str(tmp_path), str(tmp_path / "m.h5"))
+    assert_one_line_error(tables, f"--out: {tmp_path}: is a directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- sizes that cannot work
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_threads_below_one_are_rejected(value, tiny_data, tmp_path):
+    result = pipeline(*search_args(tiny_data, "--out-dir", tmp_path / "out")[:-1], value)
+    assert_one_line_error(result, f"--threads: must be at least 1, got {value}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_runtime_threads_below_one_are_rejected_at_config_check(tmp_path):
+    overlay = tmp_path / "zero.yaml"
+    overlay.write_text("runtime: {threads: 0}\n")
+    result = pipeline("check-config", *BASE, "--config", str(overlay))
+    assert_one_line_error(result, "config key 'runtime.threads'")
+
+
+def test_a_batch_larger_than_its_split_is_a_config_error_before_any_work(tiny_data, tmp_path):
+    # tiny_data: 120 train images, 60 per half of the search split
+    search = pipeline("search", "--params", json.dumps(search_params(settings={"batch_size": 61})), "--data", str(tiny_data),
+                      "--out-dir", str(tmp_path / "search"), "--threads", "1")
+    assert_one_line_error(search, "config key 'search.settings.batch_size': 61 is larger than the 60 images", str(tiny_data))
+    genotype = tmp_path / "genotype.json"
+    retrain = pipeline("retrain", "--params", json.dumps(retrain_params(batch_size=121)), "--genotype", str(genotype),
+                       "--data", str(tiny_data), "--out-dir", str(tmp_path / "retrain"), "--threads", "1")
+    assert retrain.returncode == 2  # the genotype is read first; with one it is the batch size:
+    from test_preemption import write_genotype
+
+    write_genotype(genotype)
+    retrain = pipeline("retrain", "--params", json.dumps(retrain_params(batch_size=121)), "--genotype", str(genotype),
+                       "--data", str(tiny_data), "--out-dir", str(tmp_path / "retrain"), "--threads", "1")
+    assert_one_line_error(retrain, "config key 'retrain.batch_size': 121 is larger than the 120 images")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["genotype.json"]
+
+
+# ---------------------------------------------------------------- version and help
+
+
+def test_version_and_every_command_has_a_description_and_a_working_example():
+    from pipeline import __version__
+    from pipeline.cli import build_parser
+
+    result = pipeline("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"pipeline {__version__}"
+    top = pipeline("--help").stdout
+    assert "``" not in top and "exit" in top.lower()
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert sub.description and "``" not in text, name
+        example = text.split("example:\n", 1)[1].strip()
+        assert example.startswith(f"pipeline {name} "), name
+        args = parser.parse_args(example.split()[1:])  # the example parses as written
+        assert args.command == name

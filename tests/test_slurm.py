@@ -9,11 +9,13 @@ import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO
+from pipeline import artifacts
 from pipeline.config import deep_merge
 from test_workflow import BIN, TARGET, TINY, copy_project, env
 
@@ -57,6 +59,7 @@ def slurm_jobs(ids: list[str]) -> dict[str, list[dict[str, str]]]:
     return jobs
 
 
+ACCOUNT = "nas_lab"
 SEARCH = "rule_search_wildcards_cifar10_darts_1st_0"
 EXPECTED = {  # comment -> (partition, states of its jobs)
     "rule_prepare_data_wildcards_cifar10": ("cpu", ["COMPLETED"]),
@@ -73,7 +76,10 @@ def test_slurm_profile_runs_the_chain_resumes_a_stopped_job_and_reports_a_failed
     # A second dataset whose source is not an image archive: its data job fails on the node.
     (project / "data" / "broken.tar.gz").write_bytes(b"not a tar archive")
     broken = {"source": {"format": "imagefolder", "train": "data/broken.tar.gz", "test": "data/broken.tar.gz"}}
-    overlay = deep_merge(TINY, {"data": {"broken": broken}, "search": {"settings": {"epochs": 3}}})
+    # Every job is charged to the account set once in the config (no slurmdbd here, so
+    # SLURM records it without checking it).
+    overlay = deep_merge(TINY, {"data": {"broken": broken}, "search": {"settings": {"epochs": 3}},
+                                "cluster": {"slurm_account": ACCOUNT}})
     (project / "config" / "tiny.yaml").write_text(yaml.safe_dump(overlay))
 
     cmd = [str(BIN / "snakemake"), "--profile", "slurm", TARGET, "results/data/broken.pt",
@@ -114,6 +120,8 @@ def test_slurm_profile_runs_the_chain_resumes_a_stopped_job_and_reports_a_failed
                 assert job.get("TresPerJob", "") in ("", "(null)"), comment
             assert job["TimeLimit"] == ("01:00:00" if partition == "gpu" else "00:30:00"), comment
             assert job["MinMemoryNode"] == "2000M", comment
+            assert job["Account"] == ACCOUNT, comment
+    assert "No SLURM account given" not in output
 
     # The stopped search exited 75 after its checkpoint; the retried job resumed from it.
     stopped, resumed = (job["JobId"] for job in jobs[SEARCH])
@@ -122,6 +130,11 @@ def test_slurm_profile_runs_the_chain_resumes_a_stopped_job_and_reports_a_failed
     assert (slurm_logs / f"{resumed}.log").exists()
     assert re.search(r"resuming from .*checkpoint/last.pt after epoch [12]\b", (project / "logs/search/cifar10/darts_1st/seed0.log").read_text())
     assert (project / TARGET).exists()
+    # The jobs ran in the documented node environment: the shared venv the workflow was
+    # submitted from (the same path on every node), as each artifact's provenance records.
+    for metrics in ("results/search/cifar10/darts_1st/seed0/metrics.h5", "results/retrain/cifar10/darts_1st/magnitude/seed0/metrics.h5"):
+        provenance = artifacts.read_metrics(project / metrics).provenance
+        assert Path(provenance["python_executable"]).parent == BIN, provenance["python_executable"]
 
     # Snakemake reports the failed job as failed, and keeps its SLURM log under logs/.
     failed_id = jobs["rule_prepare_data_wildcards_broken"][-1]["JobId"]

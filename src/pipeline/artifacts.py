@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,43 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def check_writable(path: str | os.PathLike, directory: bool = False) -> None:
+    """Fail early, with one line naming ``path``, when an output cannot be written there:
+    a folder on the way is a file, the file system refuses (read-only, /proc, permissions).
+    Probes by creating a temp file where the output will go; folders it had to create for
+    that are removed again, so a refused output leaves nothing behind."""
+    target = Path(path)
+    if directory and target.exists() and not target.is_dir():
+        raise ArtifactError(f"{target}: exists and is not a directory")
+    if not directory and target.is_dir():
+        raise ArtifactError(f"{target}: is a directory, expected a file path")
+    folder = target if directory else target.parent
+    missing = []
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ArtifactError(f"{target}: cannot create it, {existing} is not a directory")
+    created: list[Path] = []
+    where = folder
+    try:
+        for step in reversed(missing):
+            where = step.parent
+            step.mkdir()
+            created.append(step)
+        where = folder
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ArtifactError(f"{target}: cannot write into {where} ({exc.strerror or exc})") from None
+    finally:
+        for step in reversed(created):
+            with contextlib.suppress(OSError):
+                step.rmdir()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -158,6 +196,8 @@ def provenance(params: dict[str, Any], seed: int | None = None, **extra: Any) ->
         "package_version": pipeline.__version__,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
+        # The environment the job ran in: on a cluster, the shared venv (README).
+        "python_executable": sys.executable,
         "host": platform.node(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,

@@ -1,16 +1,19 @@
-"""``pipeline <stage>``: thin command-line front ends of the stage libraries.
+"""pipeline <stage>: command-line front ends of the NAS pipeline's stage libraries.
 
-Each stage takes its parameters either as ``--params JSON`` (what Snakemake passes: the
-job's own parameters only) or as ``--config FILE [--config FILE ...]`` plus the job keys
-(what DVC and people use). Errors print one line naming the culprit and exit 2. A search,
-retrain or transfer stopped by SIGTERM/SIGUSR1 (SLURM) writes its checkpoint and exits 75;
-rerun it to resume.
+Each stage takes its parameters either as --params JSON (what Snakemake passes: the
+job's own parameters only) or as --config FILE [--config FILE ...] plus the job keys
+(what DVC and people use). Exit codes: 0 done; 2 an error, printed as one line naming the
+culprit (config key, file, output path) and caught before any work where it can be;
+75 a search, PT selection, retrain or transfer stopped by SIGTERM/SIGUSR1 (SLURM's time
+limit or preemption) after writing its checkpoint; 130 the same after Ctrl-C (SIGINT).
+Rerun the same command to resume from the checkpoint; a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from pipeline.plots import PlotError
 from pipeline.registry import UnknownNameError
 from pipeline.runtime import RuntimeConfigError, is_main_process
 from pipeline.select.base import SelectionError
-from pipeline.training import PREEMPTED_EXIT, Preempted, stop_on_signal
+from pipeline.training import Preempted, stop_on_signal
 
 USER_ERRORS = (
     ConfigError,
@@ -57,7 +60,9 @@ def _config(args: argparse.Namespace) -> dict:
 
 
 def _threads(args: argparse.Namespace) -> int:
-    if args.threads is not None:
+    from pipeline.config import check_threads
+
+    if check_threads(args.threads) is not None:
         return args.threads
     return _config(args)["runtime"]["threads"] if args.config else 0
 
@@ -107,7 +112,9 @@ def cmd_search(args):
 def cmd_select(args):
     from pipeline.select.run import run_select
 
-    run_select(_params(args, "select"), args.supernet, args.data, args.out, threads=_threads(args), decisions_out=args.decisions)
+    params = _params(args, "select")
+    with stop_on_signal():  # PT checkpoints after each step and stops there
+        run_select(params, args.supernet, args.data, args.out, threads=_threads(args), decisions_out=args.decisions)
     print(f"wrote {args.out}")
 
 
@@ -142,9 +149,10 @@ def cmd_tables(args):
 
 
 def cmd_latency(args):
+    from pipeline.config import check_threads
     from pipeline.latency import run_latency
 
-    if args.threads is not None:
+    if check_threads(args.threads) is not None:
         import torch
 
         torch.set_num_threads(args.threads)
@@ -165,6 +173,21 @@ def cmd_latency_filter(args):
 def cmd_check_config(args):
     config = load_config(args.config)
     print(f"config OK: dataset {config['dataset']}, search {config['search']['run']}, select {config['select']['run']}")
+
+
+def cmd_check_gpu(args):
+    import torch
+
+    from pipeline.cluster import check_gpu_build
+    from pipeline.config import deep_merge, read_yaml
+
+    config: dict = {}  # only its cluster section matters: no data need be here
+    for path in args.config or []:
+        config = deep_merge(config, read_yaml(path))
+    try:
+        print(check_gpu_build(config, torch.cuda.get_arch_list(), torch.__version__, gpu_model=args.gpu_model))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def cmd_dvc_yaml(args):
@@ -227,123 +250,268 @@ def cmd_plot_latency(args):
     print(f"wrote {args.out}")
 
 
+# Output options of the subcommands: (attribute, is a directory). Each is probed before
+# any work starts, so an unwritable path fails in one line, not after an epoch.
+OUTPUT_OPTIONS = (("out", False), ("out_dir", True), ("decisions", False), ("metrics_out", False))
+
+DEMO = "--config config/config.yaml --config config/demo.yaml"
+GENOTYPE = "results/select/cifar10/darts_1st/magnitude/seed0/genotype.json"
+
+# name -> (one-line help, what it does, one example)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "data": (
+        "prepare a dataset artifact",
+        "Read a dataset's source (image folders, a tarball or torchvision files), take the configured "
+        "class-balanced subset and write one checksummed tensor file that every later stage reads.",
+        f"pipeline data {DEMO} --dataset cifar10 --out results/data/cifar10.pt",
+    ),
+    "search": (
+        "train a supernet",
+        "Run a differentiable architecture search (weights and architecture parameters) on the prepared "
+        "data and write supernet.pt and metrics.h5. Checkpoints after every epoch; a rerun resumes.",
+        f"pipeline search {DEMO} --method darts_1st --seed 0 --data results/data/cifar10.pt "
+        "--out-dir results/search/cifar10/darts_1st/seed0",
+    ),
+    "select": (
+        "derive a genotype from a supernet",
+        "Turn a trained supernet into a discrete architecture (genotype JSON) with a selection method "
+        "(magnitude, PT, train-free proxies) and write its decision record. PT checkpoints after each step.",
+        f"pipeline select {DEMO} --method magnitude --seed 0 --supernet results/search/cifar10/darts_1st/seed0/supernet.pt "
+        f"--data results/data/cifar10.pt --out {GENOTYPE}",
+    ),
+    "retrain": (
+        "train the derived network from scratch",
+        "Train the network a genotype describes from scratch and evaluate it on the test split; writes "
+        "model.pt and metrics.h5. Checkpoints after every epoch; a rerun resumes.",
+        f"pipeline retrain {DEMO} --seed 0 --genotype {GENOTYPE} --data results/data/cifar10.pt "
+        "--out-dir results/retrain/cifar10/darts_1st/magnitude/seed0",
+    ),
+    "transfer": (
+        "train a searched cell on ImageNet (mobile setting)",
+        "Train the searched cells on ImageNet in the mobile setting (channels chosen within the "
+        "multiply-add budget), streaming the image folders. Checkpoints after every epoch.",
+        f"pipeline transfer --config config/config.yaml --seed 0 --genotype {GENOTYPE} "
+        "--out-dir results/transfer/imagenet/cifar10/darts_1st/magnitude/seed0",
+    ),
+    "tables": (
+        "aggregate retrain (or transfer) results into a table",
+        "Collect the metrics of retrained (or transferred) networks into one CSV table, one row per "
+        "search and selection method, with means and spreads over seeds.",
+        f"pipeline tables {DEMO} --out results/tables/cifar10.csv results/retrain/cifar10/darts_1st/magnitude/seed0/metrics.h5",
+    ),
+    "latency": (
+        "latency of a selected architecture (measured or looked up)",
+        "Measure the latency of a genotype's evaluation network on this machine, or look it up in the "
+        "space's latency table, and write it as JSON.",
+        f"pipeline latency {DEMO} --seed 0 --genotype {GENOTYPE} --data results/data/cifar10.pt "
+        "--out results/latency/cifar10/darts_1st/magnitude/seed0/latency.json",
+    ),
+    "latency-filter": (
+        "keep the architectures within latency.target_ms",
+        "Compare each latency record with latency.target_ms and write which architectures pass.",
+        f"pipeline latency-filter {DEMO} --out results/latency/cifar10/filter.json "
+        "results/latency/cifar10/darts_1st/magnitude/seed0/latency.json",
+    ),
+    "check-config": (
+        "validate config files",
+        "Merge the config files in order and check them against the schema and the registries; prints "
+        "one line naming the bad key, or a summary.",
+        f"pipeline check-config {DEMO}",
+    ),
+    "check-gpu": (
+        "check that the installed torch has kernels for the cluster's GPU model",
+        "Compare torch.cuda.get_arch_list() of the installed torch (no GPU needed) with the compute "
+        "capability of cluster.gpu.gpu_model (or --gpu-model); fails with one line when the build cannot "
+        "run that GPU, e.g. a CUDA 13 build on V100 nodes.",
+        "pipeline check-gpu --config config/config.yaml",
+    ),
+    "dvc-yaml": (
+        "write dvc.yaml for the given config files",
+        "Render the DVC pipeline (stages, parameters, dependencies) that matches the config files.",
+        f"pipeline dvc-yaml {DEMO} --out dvc.yaml",
+    ),
+    "show-genotype": (
+        "print a genotype JSON: the space's text form and an ASCII drawing",
+        "Print a genotype as its search space writes it (DARTS Genotype(...), NAS-Bench-201 string) "
+        "and as an ASCII drawing of its cells.",
+        f"pipeline show-genotype {GENOTYPE}",
+    ),
+    "show-table": (
+        "print a results table CSV aligned for the terminal",
+        "Print a results table with aligned columns (the main ones unless --all).",
+        "pipeline show-table results/tables/cifar10.csv",
+    ),
+    "draw-genotype": (
+        "draw a genotype's cells (or layer strip) as a picture",
+        "Draw a genotype's cells (graphviz or matplotlib) as SVG, PNG or PDF.",
+        f"pipeline draw-genotype {GENOTYPE} --out genotype.svg",
+    ),
+    "plot": (
+        "plot a metrics HDF5 file: curves, and per-edge op weights of a search",
+        "Plot a search's or a training's metrics: loss and accuracy curves, and for a search the "
+        "weight of each op on each edge over the epochs.",
+        "pipeline plot results/search/cifar10/darts_1st/seed0/metrics.h5 --out-dir plots",
+    ),
+    "plot-decisions": (
+        "plot a selection's decision record (HDF5 or JSON)",
+        "Plot the scores behind each decision a selection method took, step by step.",
+        "pipeline plot-decisions results/select/cifar10/darts_1st/pt/seed0/decisions.h5 --out decisions.svg",
+    ),
+    "plot-latency": (
+        "plot test accuracy vs latency of a latency table, with the target",
+        "Plot each architecture's test accuracy against its latency, with latency.target_ms marked.",
+        "pipeline plot-latency results/tables/latency/cifar10.csv --out latency.svg",
+    ),
+}
+
+
+def _command(sub, name: str, func) -> argparse.ArgumentParser:
+    help_line, description, example = COMMANDS[name]
+    parser = sub.add_parser(
+        name, help=help_line, description=description, epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="torch threads, at least 1 (default: runtime.threads with --config, else torch's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from pipeline import __version__
 
-    p = sub.add_parser("data", help="prepare a dataset artifact")
+    parser = argparse.ArgumentParser(
+        prog="pipeline", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "data", cmd_data)
     _add_params(p)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_data)
+    p.add_argument("--out", required=True, help="dataset file to write")
 
-    p = sub.add_parser("search", help="train a supernet")
+    p = _command(sub, "search", cmd_search)
     _add_params(p, "method", "seed")
     p.add_argument("--data", required=True, help="prepared dataset file")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
-    p.set_defaults(func=cmd_search)
+    p.add_argument("--out-dir", required=True, help="folder for supernet.pt, metrics.h5 and checkpoint/")
+    _add_threads(p)
 
-    p = sub.add_parser("select", help="derive a genotype from a supernet")
+    p = _command(sub, "select", cmd_select)
     _add_params(p, "method", "seed")
-    p.add_argument("--supernet", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--supernet", required=True, help="supernet.pt of a search")
+    p.add_argument("--data", required=True, help="prepared dataset file the search used")
+    p.add_argument("--out", required=True, help="genotype JSON to write")
     p.add_argument("--decisions", help="decision record HDF5 (default: decisions.h5 beside --out)")
-    p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
-    p.set_defaults(func=cmd_select)
+    _add_threads(p)
 
-    p = sub.add_parser("retrain", help="train the derived network from scratch")
+    p = _command(sub, "retrain", cmd_retrain)
     _add_params(p, "seed")
-    p.add_argument("--genotype", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
-    p.set_defaults(func=cmd_retrain)
+    p.add_argument("--genotype", required=True, help="genotype JSON")
+    p.add_argument("--data", required=True, help="prepared dataset file")
+    p.add_argument("--out-dir", required=True, help="folder for model.pt, metrics.h5 and checkpoint/")
+    _add_threads(p)
 
-    p = sub.add_parser("transfer", help="train a searched cell on ImageNet (mobile setting)")
+    p = _command(sub, "transfer", cmd_transfer)
     _add_params(p, "seed")
-    p.add_argument("--genotype", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, help="torch threads (default: runtime.threads with --config, else torch's)")
-    p.set_defaults(func=cmd_transfer)
+    p.add_argument("--genotype", required=True, help="genotype JSON")
+    p.add_argument("--out-dir", required=True, help="folder for model.pt, metrics.h5 and checkpoint/")
+    _add_threads(p)
 
-    p = sub.add_parser("tables", help="aggregate retrain (or transfer) results into a table")
+    p = _command(sub, "tables", cmd_tables)
     _add_params(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="table CSV to write")
     p.add_argument("--latency", help="latency-filter output: add each row's latency and whether it passed")
     p.add_argument("--metrics-out", help="also write the table's numbers as JSON (for dvc metrics)")
     p.add_argument("metrics", nargs="+", help="retrain metrics.h5 files, or transfer ones")
-    p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("latency", help="latency of a selected architecture (measured or looked up)")
+    p = _command(sub, "latency", cmd_latency)
     _add_params(p, "seed")
-    p.add_argument("--genotype", required=True)
+    p.add_argument("--genotype", required=True, help="genotype JSON")
     p.add_argument("--data", help="prepared dataset (method 'measure': classes and image size)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, help="torch threads of the process (timing uses latency.measure.threads)")
-    p.set_defaults(func=cmd_latency)
+    p.add_argument("--out", required=True, help="latency JSON to write")
+    p.add_argument("--threads", type=int, help="torch threads of the process, at least 1 (timing uses latency.measure.threads)")
 
-    p = sub.add_parser("latency-filter", help="keep the architectures within latency.target_ms")
+    p = _command(sub, "latency-filter", cmd_latency_filter)
     _add_params(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="filter JSON to write")
     p.add_argument("latency", nargs="+", help="latency JSON files")
-    p.set_defaults(func=cmd_latency_filter)
 
-    p = sub.add_parser("check-config", help="validate config files")
-    p.add_argument("--config", action="append", required=True)
-    p.set_defaults(func=cmd_check_config)
+    p = _command(sub, "check-config", cmd_check_config)
+    p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
 
-    p = sub.add_parser("dvc-yaml", help="write dvc.yaml for the given config files")
-    p.add_argument("--config", action="append", required=True)
-    p.add_argument("--out")
-    p.set_defaults(func=cmd_dvc_yaml)
+    p = _command(sub, "check-gpu", cmd_check_gpu)
+    p.add_argument("--config", action="append", help="config YAML; repeat to overlay files in order")
+    p.add_argument("--gpu-model", help="GPU model to check instead of the config's cluster.gpu.gpu_model, e.g. v100")
 
-    p = sub.add_parser("show-genotype", help="print a genotype JSON: the space's text form and an ASCII drawing")
+    p = _command(sub, "dvc-yaml", cmd_dvc_yaml)
+    p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
+    p.add_argument("--out", help="file to write (default: standard output)")
+
+    p = _command(sub, "show-genotype", cmd_show_genotype)
     p.add_argument("genotype")
     p.add_argument("--text-only", action="store_true", help="only the text form (DARTS Genotype(...), NB201 string)")
-    p.set_defaults(func=cmd_show_genotype)
 
-    p = sub.add_parser("show-table", help="print a results table CSV aligned for the terminal")
+    p = _command(sub, "show-table", cmd_show_table)
     p.add_argument("table")
     p.add_argument("--all", action="store_true", help="every column, not just the main ones")
-    p.set_defaults(func=cmd_show_table)
 
-    p = sub.add_parser("draw-genotype", help="draw a genotype's cells (or layer strip) as a picture")
+    p = _command(sub, "draw-genotype", cmd_draw_genotype)
     p.add_argument("genotype")
     p.add_argument("--out", required=True, help="picture file: .svg, .png or .pdf")
     p.add_argument("--renderer", default="auto", choices=("auto", "graphviz", "matplotlib"),
                    help="auto: graphviz's dot if installed (layer strips: matplotlib), else matplotlib")
-    p.set_defaults(func=cmd_draw_genotype)
 
-    p = sub.add_parser("plot", help="plot a metrics HDF5 file: curves, and per-edge op weights of a search")
+    p = _command(sub, "plot", cmd_plot)
     p.add_argument("metrics")
     p.add_argument("--out-dir", required=True, help="folder for <figure>.<format> files")
     p.add_argument("--format", default="svg", choices=("svg", "png", "pdf"))
-    p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("plot-decisions", help="plot a selection's decision record (HDF5 or JSON)")
+    p = _command(sub, "plot-decisions", cmd_plot_decisions)
     p.add_argument("record")
     p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
     p.add_argument("--title")
-    p.set_defaults(func=cmd_plot_decisions)
 
-    p = sub.add_parser("plot-latency", help="plot test accuracy vs latency of a latency table, with the target")
+    p = _command(sub, "plot-latency", cmd_plot_latency)
     p.add_argument("table", help="results/tables/latency/<dataset>.csv")
     p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
-    p.set_defaults(func=cmd_plot_latency)
     return parser
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path of the command can be written (ArtifactError naming the option)."""
+    from pipeline.artifacts import ArtifactError, check_writable
+
+    for attribute, directory in OUTPUT_OPTIONS:
+        path = getattr(args, attribute, None)
+        if path is None:
+            continue
+        try:
+            check_writable(path, directory=directory)
+        except ArtifactError as exc:
+            raise ArtifactError(f"--{attribute.replace('_', '-')}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         args.func(args)
     except USER_ERRORS as exc:
         print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Preempted as exc:
         print(f"pipeline {args.command}: {exc}", file=sys.stderr)
-        return PREEMPTED_EXIT
+        return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside the checkpointing loops: nothing to resume
+        print(f"pipeline {args.command}: interrupted by Ctrl-C", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as exc:  # e.g. the disk filled up while writing
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pipeline {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -169,6 +169,21 @@ def validate_config(config: dict) -> None:
     _check_latency(config)
 
 
+def check_batch_fits(key: str, batch_size: int, images: int, split: str) -> None:
+    """A training batch larger than its split cannot be drawn (each epoch would be one
+    smaller batch, recorded under the configured size): a config error, raised by a stage
+    as soon as it knows its data's size, before any work."""
+    if batch_size > images:
+        raise ConfigError(f"config key '{key}': {batch_size} is larger than the {images} images of {split}")
+
+
+def check_threads(threads: int | None, key: str = "--threads") -> int | None:
+    """Torch threads must be at least 1 (None: the config's or torch's default)."""
+    if threads is not None and threads < 1:
+        raise ConfigError(f"{key}: must be at least 1, got {threads}")
+    return threads
+
+
 def _accepts(config: dict, select_name: str, search_name: str) -> bool:
     """Whether a selection can read the supernets of a search (``SelectionMethod.SEARCH_ALGORITHMS``)."""
     from pipeline import select

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import artifacts, distributed, runtime
+from pipeline.config import check_batch_fits
 from pipeline.counting import count_multiply_adds, count_parameters
 from pipeline.data import Augment, BatchLoader, load_prepared, shard_bounds
 from pipeline.spaces import get_space
@@ -63,6 +64,7 @@ def _retrain(params, genotype, genotype_path: Path, data_path, out_dir: Path, th
     settings, rt, seed = params["settings"], params["runtime"], params["seed"]
     runtime.configure(threads, seed + RANK_SEED_STRIDE * world.rank)
     data = load_prepared(data_path, device)
+    check_batch_fits("retrain.batch_size", settings["batch_size"], len(data.train_labels), f"{data_path}'s train split")
     space = get_space(genotype["space"])
 
     fmt = runtime.memory_format(rt["channels_last"])

@@ -21,11 +21,29 @@ class RuntimeConfigError(ValueError):
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeConfigError(f"config key 'runtime.device': {name!r} requested but CUDA is not available")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeConfigError(f"config key 'runtime.device': {name!r} requested but CUDA is not available")
+    if device.type == "cuda":
+        check_kernels(device)
     return device
+
+
+def check_kernels(device: torch.device) -> None:
+    """One line, before any work, when the installed torch has no kernels for this GPU (a
+    CUDA 13 build on a V100), instead of a CUDA error at the first convolution."""
+    from pipeline.cluster import arch_covers
+
+    capability = torch.cuda.get_device_capability(device)
+    arch_list = torch.cuda.get_arch_list()
+    if arch_list and not arch_covers(arch_list, capability):
+        raise RuntimeConfigError(
+            f"config key 'runtime.device': {torch.cuda.get_device_name(device)} (compute capability "
+            f"{capability[0]}.{capability[1]}) has no kernels in torch {torch.__version__} (built for "
+            f"{' '.join(arch_list)}); see README, 'GPU generations'"
+        )
 
 
 def configure(threads: int, seed: int) -> None:

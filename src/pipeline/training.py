@@ -147,11 +147,30 @@ def resume_key(params: dict[str, Any], data_path: str | Path, **inputs: Any) -> 
     return {"params": params, "data_sha256": artifacts.sha256_file(data_path), **inputs}
 
 
-def load_resume_state(path: Path, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The last checkpoint if it was made with the same parameters and inputs, else None."""
+def read_resume_checkpoint(path: Path, kind: str) -> dict[str, Any] | None:
+    """The resume checkpoint at ``path``, or None when there is none. One that cannot be read
+    (truncated, corrupt, another format) is set aside as ``<name>.corrupt[-N]`` with a
+    one-line warning, so the stage starts afresh instead of failing on every rerun."""
     if not path.exists():
         return None
-    state = artifacts.load_checkpoint(path, kind, map_location="cpu")
+    try:
+        return artifacts.load_checkpoint(path, kind, map_location="cpu")
+    except artifacts.ArtifactError as exc:
+        aside = path.with_name(f"{path.name}.corrupt")
+        number = 1
+        while aside.exists():
+            number += 1
+            aside = path.with_name(f"{path.name}.corrupt-{number}")
+        path.rename(aside)
+        runtime.log(f"warning: {exc}; set aside as {aside.name}, starting afresh")
+        return None
+
+
+def load_resume_state(path: Path, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The last checkpoint if it was made with the same parameters and inputs, else None."""
+    state = read_resume_checkpoint(path, kind)
+    if state is None:
+        return None
     if state["provenance"].get("resume_key") != key:
         runtime.log(f"{path} was made with other parameters or inputs; starting afresh")
         return None
@@ -237,34 +256,45 @@ def finish(resume_path: Path) -> None:
         pass
 
 
-# ------------------------------------------------------------------ stop signals (SLURM)
+# ------------------------------------------------------------------ stop signals (SLURM, Ctrl-C)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# SIGTERM/SIGUSR1: SLURM's time-limit warning or preemption; SIGINT: Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: rerun (or requeue) to resume
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C: rerun to resume
 
 
 class Preempted(Exception):
-    """A stop signal arrived; the resume checkpoint is written and the stage should exit."""
+    """A stop signal arrived; the resume checkpoint is written and the stage should exit
+    with ``exit_code``."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.exit_code = INTERRUPTED_EXIT if signum == signal.SIGINT else PREEMPTED_EXIT
 
 
 _stop: dict[str, int | None] = {"signal": None}
 
 
 def _request_stop(signum, frame) -> None:
+    name = signal.Signals(signum).name
     if _stop["signal"] is not None:
-        # A second signal (e.g. the scheduler's final SIGTERM) stops at once; checkpoints
-        # are written atomically, so the last complete one is kept.
+        # A second signal (e.g. the scheduler's final SIGTERM, a second Ctrl-C) stops at
+        # once; checkpoints are written atomically, so the last complete one is kept.
+        runtime.log(f"received {name} again: stopping now; the last checkpoint resumes")
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
     _stop["signal"] = signum
-    runtime.log(f"received {signal.Signals(signum).name}: stopping after this epoch's checkpoint")
+    again = " (Ctrl-C again: stop now, losing the work since the last checkpoint)" if signum == signal.SIGINT else ""
+    runtime.log(f"received {name}: stopping at the next checkpoint{again}")
 
 
 @contextlib.contextmanager
 def stop_on_signal():
-    """While active, SIGTERM/SIGUSR1 (SLURM's time-limit warning or preemption) ask the
-    training loops to stop at their next checkpoint (``check_stop``) instead of dying."""
+    """While active, SIGTERM/SIGUSR1 (SLURM's time-limit warning or preemption) and SIGINT
+    (Ctrl-C) ask the long loops to stop at their next checkpoint (``check_stop``) instead
+    of dying."""
     previous = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
     _stop["signal"] = None
     try:
@@ -275,8 +305,9 @@ def stop_on_signal():
         _stop["signal"] = None
 
 
-def check_stop(done: int, total: int, checkpoint: Path) -> None:
-    """Called right after the resume checkpoint of epoch ``done`` is written (on every rank)."""
+def check_stop(done: int, total: int, checkpoint: Path, unit: str = "epoch") -> None:
+    """Called right after the resume checkpoint of ``unit`` ``done`` is written (on every
+    rank); raises Preempted when a stop signal arrived and work remains."""
     signum = _stop["signal"]
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         # All ranks stop after the same epoch; a rank that went on would wait forever in
@@ -286,4 +317,4 @@ def check_stop(done: int, total: int, checkpoint: Path) -> None:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         signum = int(flag.item()) or None
     if signum is not None and done < total:
-        raise Preempted(f"stopped by {signal.Signals(signum).name} after epoch {done}/{total}; {checkpoint} resumes it")
+        raise Preempted(f"stopped by {signal.Signals(signum).name} after {unit} {done}/{total}; {checkpoint} resumes it", signum)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from pipeline import artifacts, distributed, runtime
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, check_batch_fits
 from pipeline.counting import count_multiply_adds, count_parameters
 from pipeline.retrain import RANK_SEED_STRIDE, auxiliary_criterion
 from pipeline.spaces import get_space
@@ -142,6 +142,7 @@ def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int
     if train_set.classes != test_set.classes:
         raise ConfigError(f"{where}.test': its class folders differ from the train split's")
     num_classes = len(train_set.classes)
+    check_batch_fits("transfer.batch_size", settings["batch_size"], len(train_set), f"{source['train']}")
     pin = device.type == "cuda"
     train_stream = ImageFolderStream(train_set, settings["batch_size"], True, settings["workers"], world.shard, pin)
     test_stream = ImageFolderStream(test_set, settings["eval_batch_size"], False, settings["workers"], world.shard, pin)

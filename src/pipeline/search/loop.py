@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline import artifacts, runtime
+from pipeline.config import check_batch_fits
 from pipeline.data import Augment, BatchLoader, PreparedData, load_prepared, stratified_split
 from pipeline.search import METHODS
 from pipeline.spaces import get_space
@@ -47,6 +48,9 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     space = get_space(settings["space"])
     method_cls = METHODS.get(options["algorithm"])
     loaders = search_loaders(data, settings, rt["channels_last"])
+    halves = [loaders.w.num_samples] + ([loaders.a.num_samples] if method_cls.bilevel else [])
+    split = f"{data_path}'s search split half (search {params['method']})"
+    check_batch_fits("search.settings.batch_size", settings["batch_size"], min(halves), split)
     loader_eval = loaders.eval
     model = build_supernet(space, settings, data.num_classes, device, rt["channels_last"])
     method = method_cls(space, model, options, settings, device, rt["amp"])

@@ -50,6 +50,7 @@ from pipeline.select.base import RESUME_FILE, DecisionLog, SelectionContext, Sel
 from pipeline.select.magnitude import ALL_OPS, parse_magnitude
 from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets
 from pipeline.supernet import without_each_op
+from pipeline.training import check_stop, read_resume_checkpoint
 
 FINETUNE_EPOCH_BASE = 100_000  # fine-tuning data streams differ from the search's epochs
 
@@ -313,8 +314,8 @@ class _PerturbationMethod(SelectionMethod):
             }
 
         start = 0
-        if resume_path is not None and resume_path.exists():
-            state = artifacts.load_checkpoint(resume_path, "select", map_location="cpu")
+        state = read_resume_checkpoint(resume_path, "select") if resume_path is not None else None
+        if state is not None:
             if state["provenance"].get("resume_key") == ctx.resume_key:
                 net.supernet.load_state_dict(state["model"])
                 method.load_state_dict(state["method"])
@@ -331,7 +332,12 @@ class _PerturbationMethod(SelectionMethod):
 
         selection.finetune = finetune if o["finetune_epochs"] > 0 else None
         if resume_path is not None:
-            selection.on_step = lambda done: artifacts.save_checkpoint(resume_path, "select", payload(done))
+
+            def on_step(done: int) -> None:  # checkpoint, then honour a stop signal (SLURM, Ctrl-C)
+                artifacts.save_checkpoint(resume_path, "select", payload(done))
+                check_stop(done, op_steps + topo_steps, resume_path, unit="step")
+
+            selection.on_step = on_step
         ctx.record.summary.update(
             criterion=o["criterion"], op_rule=self.op_rule, eval_bn=o["eval_bn"], bn_batch_size=o["bn_batch_size"],
             eval_batch_size=setup.loaders.eval.batch_size, eval_images=setup.loaders.eval.num_samples, finetune_epochs=o["finetune_epochs"],
