@@ -16,8 +16,9 @@ Validation and selection use softmax(alpha) (``eval_weights: softmax``), the wei
 reference derives its genotype from; ``mean`` uses the Dirichlet mean c / sum(c), the
 expected op weights the supernet was trained under. Both have the same argmax per edge.
 
-Defaults from the authors' code (xiangning-chen/DrNAS): architecture Adam lr 6e-4 (DARTS
-space; 3e-4 in its NAS-Bench-201 script), betas (0.5, 0.999), reg l2 1e-3; alpha
+Defaults from the authors' code (xiangning-chen/DrNAS): the DARTS space without ``none``
+(``darts_nonone``, the config block's setting), architecture Adam lr 6e-4 (DARTS space;
+3e-4 in its NAS-Bench-201 script), betas (0.5, 0.999), reg l2 1e-3; alpha
 initialised 1e-3 * N(0, 1); architecture frozen for the first ``warmup_epochs`` (DARTS
 space: 10 per stage; NAS-Bench-201: none, the default). The progressive variant the
 paper reports on the DARTS space (partial channels K 6 -> 4 with wider stages, ops pruned

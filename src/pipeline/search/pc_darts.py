@@ -16,7 +16,8 @@ w_e = softmax_j(beta)_e * softmax(alpha_e) (and scales an edge's bypass channels
 sum_k w_e,k = softmax_j(beta)_e). These products are also the op weights that
 validation and selection see: the magnitude parse then ranks a node's inputs by
 max_k softmax(alpha_e)_k * softmax_j(beta)_e and picks each edge's op by alpha, as the
-reference's genotype does. alpha and beta are both initialised 1e-3 * N(0, 1) and trained
+reference's genotype does. PT selection fixes a decided edge's weights to one-hot (so
+that edge then enters its node with weight 1, not its beta). alpha and beta are both initialised 1e-3 * N(0, 1) and trained
 by DARTS' architecture step (1st or 2nd order) with one Adam.
 
 Defaults from the paper and the authors' code (yuhuixu1993/PC-DARTS, train_search.py,
