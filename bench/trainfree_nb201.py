@@ -10,9 +10,9 @@ accuracy after 200 epochs, and the time per cell.
     python bench/trainfree_nb201.py                       # 200 cells, synflow, zico, nwot
     python bench/trainfree_nb201.py --cells 1000 --proxies synflow,snip,grasp,zico,nwot
 
-Papers (NAS-Bench-201 CIFAR-10, all cells or large samples): SynFlow 0.74 (Abdelfattah
-et al., 2021), NWOT 0.78 (Mellor et al., 2021), ZiCo 0.80 (Li et al., 2023); their batch
-sizes and initialisations differ from ours (NWOT: 128 images; ZiCo: 2 batches of 64).
+Published figures to compare with (NAS-Bench-201 CIFAR-10, as the ZiCo paper (Li et al.,
+2023) tabulates them from memory; the papers are not in ../shared/papers to check): SynFlow
+0.74, NWOT 0.78, ZiCo 0.80; batch sizes and initialisations differ from ours.
 """
 
 from __future__ import annotations
