@@ -150,3 +150,19 @@ def test_partial_channels_need_a_cell_space_and_a_divisor_of_init_channels(tmp_p
     with pytest.raises(ConfigError, match="search.settings.partial_channels.*cell space"):
         _check_partial_channels({**SEARCH_SETTINGS, "space": "nb201", "partial_channels": 2}, key_of)
     _check_partial_channels({**SEARCH_SETTINGS, "init_channels": 16, "partial_channels": 4}, key_of)
+
+
+def test_bench_times_pc_darts_on_the_partial_channels_its_config_block_sets():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import search_step
+
+    assert search_step.partial_channels("pc_darts") == 4 and search_step.partial_channels("darts") == 1
+    assert search_step.method_steps("pc_darts") == ["weight", "arch1", "arch2"]
+    assert search_step.method_steps("drnas") == ["weight", "arch1"] and search_step.method_steps("gdas") == ["train"]
+    common = dict(channels=4, layers=3, batch=2, device="cpu", threads=1, min_time=0, clock="cpu", amp="none", channels_last=True)
+    for method, step in (("pc_darts", "arch1"), ("gdas", "train"), ("drnas", "arch1"), ("beta_darts", "arch2")):
+        row = search_step.run_job({**common, "impl": "ours", "method": method, "step": step})
+        assert row["seconds"] > 0
