@@ -14,7 +14,8 @@ includes state the first step creates (momentum buffers: a few MiB at C=16).
     python bench/search_step.py --setting darts --batch-size 32  # C=16, 8 cells, batch 32
     python bench/search_step.py --setting darts --device cuda    # DARTS defaults on a GPU
 
-Ours runs with channels_last (and bf16 autocast on CUDA; the unrolled 2nd-order step is
+A method whose config/config.yaml block sets ``settings.partial_channels`` (pc_darts: K=4)
+is timed on that partial-channel supernet. Ours runs with channels_last (and bf16 autocast on CUDA; the unrolled 2nd-order step is
 always fp32); change with --channels-last/--amp. On a CPU shared with other work, wall time
 says more about the neighbours than about the step: ``--clock cpu --threads 1`` times the
 process's CPU time instead.
@@ -92,6 +93,18 @@ def darts_space_refusal(algorithm: str) -> str | None:
     return None
 
 
+def partial_channels(algorithm: str) -> int:
+    """K of the supernet the method searches in config/config.yaml (PC-DARTS: 4): the first
+    block of that algorithm with ``settings.partial_channels``, else 1."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    for block in config["search"]["methods"].values():
+        if block["algorithm"] == algorithm and "partial_channels" in block.get("settings", {}):
+            return int(block["settings"]["partial_channels"])
+    return 1
+
+
 def method_steps(algorithm: str) -> list[str]:
     from pipeline.search import METHODS
 
@@ -143,7 +156,8 @@ def _our_step(job, device):
         options["order"] = 2 if job["step"] == "arch2" else 1
     options = method_options(METHODS, options, f"bench {job['method']}")
     space = get_space("darts")
-    model = space.build_supernet(job["channels"], job["layers"], 10)
+    k = partial_channels(algorithm)
+    model = space.build_supernet(job["channels"], job["layers"], 10, **({"partial_channels": k} if k > 1 else {}))
     model = model.to(device, memory_format=runtime.memory_format(job["channels_last"]))
     settings = {"grad_clip": 5.0, "space": "darts"}
     method = METHODS.get(algorithm)(space, model, options, settings, device, job["amp"])

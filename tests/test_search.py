@@ -139,13 +139,18 @@ RESUME_CASES = {
     "fix_alpha": ({"algorithm": "fix_alpha"}, magnitude),
     "snas": ({"algorithm": "snas"}, lambda space, ck: parse_argmax(space, ck["arch_weights"])),
     "unas": ({"algorithm": "unas", "warmup_epochs": 1}, lambda space, ck: parse_branches(space, ck["method"]["alpha"])),
+    "drnas": ({"algorithm": "drnas", "reg_type": "kl"}, magnitude),
+    "beta_darts": ({"algorithm": "beta_darts"}, magnitude),
+    "pc_darts": ({"algorithm": "pc_darts", "warmup_epochs": 1}, magnitude),
+    "gdas": ({"algorithm": "gdas"}, magnitude),
 }
+RESUME_SETTINGS = {"pc_darts": {"partial_channels": 2}}  # K=2 of the 2 initial channels
 
 
 @pytest.mark.parametrize("name", list(RESUME_CASES))
 def test_sigkill_mid_search_then_rerun_resumes_to_the_same_result(tiny_data, tmp_path, name):
     options, derive = RESUME_CASES[name]
-    params = search_params(settings={"epochs": 2, "subset_per_class": 6}, method=name)
+    params = search_params(settings={"epochs": 2, "subset_per_class": 6, **RESUME_SETTINGS.get(name, {})}, method=name)
     params["options"] = dict(options)
     reference = run_cli(params, tiny_data, tmp_path / "ref")
     killed = run_cli(params, tiny_data, tmp_path / "killed")

@@ -165,6 +165,7 @@ def validate_config(config: dict) -> None:
         own = config["search"]["methods"][name].get("settings", {})
         key_of = lambda setting, name=name, own=own: f"search.methods.{name}.settings.{setting}" if setting in own else f"search.settings.{setting}"
         search.METHODS.get(config["search"]["methods"][name]["algorithm"]).check_settings(search_settings(config, name), key_of)
+        _check_partial_channels(search_settings(config, name), key_of)
     _check_selections(config)
     _check_latency(config)
 
@@ -182,6 +183,20 @@ def check_threads(threads: int | None, key: str = "--threads") -> int | None:
     if threads is not None and threads < 1:
         raise ConfigError(f"{key}: must be at least 1, got {threads}")
     return threads
+
+
+def _check_partial_channels(settings: dict, key_of) -> None:
+    """PC-DARTS mixed ops exist in the DARTS-family supernet, with K dividing every cell's channels."""
+    from pipeline.spaces import get_space
+    from pipeline.spaces.cell import CellSpace
+
+    k = settings.get("partial_channels", 1)
+    if k == 1:
+        return
+    if not isinstance(get_space(settings["space"]), CellSpace):
+        raise ConfigError(f"config key '{key_of('partial_channels')}': partial channels need a DARTS-family cell space; got {settings['space']!r}")
+    if settings["init_channels"] % k:
+        raise ConfigError(f"config key '{key_of('partial_channels')}': {k} does not divide init_channels {settings['init_channels']}")
 
 
 def _accepts(config: dict, select_name: str, search_name: str) -> bool:

@@ -4,6 +4,16 @@ The supernet holds only network weights. Architecture weights come from the sear
 method at each forward: ``weights[cell_type]`` is (edges, ops) or per sample
 (batch, edges, ops). Ops whose weight is exactly zero are skipped, so a one-hot or
 masked edge costs one op; ``none`` is never computed because it contributes zero.
+
+Partial channels (PC-DARTS, Xu et al., 2020; ``partial_channels`` K > 1): a mixed op
+sends only the first C/K channels of its input through its candidate ops (built with C/K
+channels); the other channels bypass them (max-pooled 2x2 on stride-2 edges) and are
+concatenated after the ops' weighted sum, then the channels are shuffled in K groups.
+The bypass is scaled by the edge's total op weight sum_k w_k: 1 for weights on the
+simplex (softmax, Dirichlet, one-hot), so it is the reference's plain bypass, and the
+edge weight beta of edge normalisation when the weights carry it (beta * softmax(alpha)),
+as in the reference's beta * MixedOp(x); an edge whose weights are all 0 (removed by a
+selection) passes nothing. K = 1 is the plain DARTS mixed op.
 """
 
 from __future__ import annotations
@@ -17,21 +27,44 @@ from torch import nn
 from pipeline.ops import ZERO_OPS, FactorizedReduce, ReLUConvBN, after_relu, make_op
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave the channels of ``groups`` equal groups (ShuffleNet; PC-DARTS after each edge)."""
+    batch, channels, height, width = x.shape
+    return x.view(batch, groups, channels // groups, height, width).transpose(1, 2).reshape(batch, channels, height, width)
+
+
 class MixedOp(nn.Module):
-    def __init__(self, channels: int, stride: int, candidates: Sequence[str], pool_bn: bool = True):
+    def __init__(self, channels: int, stride: int, candidates: Sequence[str], pool_bn: bool = True, partial_channels: int = 1):
         super().__init__()
+        if partial_channels < 1 or channels % partial_channels:
+            raise ValueError(f"partial_channels {partial_channels} does not divide a mixed op's {channels} channels")
         self.stride = stride
         self.candidates = tuple(candidates)
+        self.k = partial_channels
+        inner = channels // partial_channels
         self.ops = nn.ModuleList()
         for name in self.candidates:
-            op = make_op(name, channels, stride, affine=False)
+            op = make_op(name, inner, stride, affine=False)
             if pool_bn and "pool" in name:  # DARTS: pools get a BN so their scale matches the convs'
-                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+                op = nn.Sequential(op, nn.BatchNorm2d(inner, affine=False))
             self.ops.append(op)
         # A plain list: these share the ops' layers, which must not be registered twice.
         self.after_relu = [after_relu(op) for op in self.ops]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, active: Sequence[int]) -> torch.Tensor:
+        if self.k == 1:
+            return self._mix(x, weights, active)
+        inner = x.shape[1] // self.k
+        through, bypass = x[:, :inner], x[:, inner:]
+        if self.stride > 1:  # ceil mode: the ops' padded stride-2 output size, also for odd sizes
+            bypass = F.max_pool2d(bypass, self.stride, self.stride, ceil_mode=True)
+        total = weights.sum(-1)
+        total = total.view(-1, 1, 1, 1) if total.ndim else total
+        out = torch.cat([self._mix(through, weights, active), total * bypass], dim=1)
+        return channel_shuffle(out, self.k)
+
+    def _mix(self, x: torch.Tensor, weights: torch.Tensor, active: Sequence[int]) -> torch.Tensor:
+        """sum_k w_k op_k(x) over the active ops."""
         out = relu_x = None
         for k in active:
             w = weights[..., k]
@@ -51,7 +84,7 @@ class MixedOp(nn.Module):
 
 
 class SearchCell(nn.Module):
-    def __init__(self, candidates, steps, multiplier, c_pp, c_p, c, reduction, reduction_prev):
+    def __init__(self, candidates, steps, multiplier, c_pp, c_p, c, reduction, reduction_prev, partial_channels: int = 1):
         super().__init__()
         self.reduction = reduction
         self.steps = steps
@@ -66,7 +99,7 @@ class SearchCell(nn.Module):
         for node in range(steps):
             for source in range(node + 2):
                 stride = 2 if reduction and source < 2 else 1
-                self.edges.append(MixedOp(c, stride, candidates[edge]))
+                self.edges.append(MixedOp(c, stride, candidates[edge], partial_channels=partial_channels))
                 edge += 1
 
     def forward(self, s0, s1, weights: torch.Tensor, active: Sequence[Sequence[int]]):
@@ -115,9 +148,11 @@ class SuperNet(nn.Module):
         steps: int = 4,
         multiplier: int = 4,
         stem_multiplier: int = 3,
+        partial_channels: int = 1,
     ):
         super().__init__()
         self.candidates = candidates
+        self.partial_channels = partial_channels
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(3, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
         c_pp, c_p, c_curr = c_curr, c_curr, channels
@@ -128,7 +163,7 @@ class SuperNet(nn.Module):
             if reduction:
                 c_curr *= 2
             cell_type = "reduce" if reduction else "normal"
-            cell = SearchCell(candidates[cell_type], steps, multiplier, c_pp, c_p, c_curr, reduction, reduction_prev)
+            cell = SearchCell(candidates[cell_type], steps, multiplier, c_pp, c_p, c_curr, reduction, reduction_prev, partial_channels)
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, multiplier * c_curr

@@ -159,7 +159,14 @@ def search_loaders(data: PreparedData, settings: dict[str, Any], channels_last: 
 
 
 def build_supernet(space, settings: dict[str, Any], num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
-    model = space.build_supernet(settings["init_channels"], settings["layers"], num_classes)
+    """The search's supernet; ``settings.partial_channels`` K > 1 gives PC-DARTS mixed ops
+    (any method on a DARTS-family cell space), so whoever rebuilds it from the settings
+    (selection) gets the same shapes."""
+    k = settings.get("partial_channels", 1)
+    if k == 1:
+        model = space.build_supernet(settings["init_channels"], settings["layers"], num_classes)
+    else:
+        model = space.build_supernet(settings["init_channels"], settings["layers"], num_classes, partial_channels=k)
     return model.to(device, memory_format=runtime.memory_format(channels_last))
 
 

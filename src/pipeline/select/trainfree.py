@@ -18,6 +18,14 @@ at the search's ``init_channels`` and ``layers``, no auxiliary head; the largest
 - ``snip``: one batch, train mode; score = sum |theta * dL/dtheta|.
 - ``grasp``: one batch, train mode; score = sum -theta * (H g), g = dL/dtheta, H the
   Hessian of L (temperature 1, as the zero-cost proxies use it).
+- ``zico`` (Li et al., ICLR 2023, as the authors' code computes it): ``zico_batches``
+  batches (default 2), train mode; per layer, over the batches, the mean |g| and the
+  standard deviation (population) of each weight's gradient g; score = sum over layers of
+  log sum_theta mean|g| / std(g), weights whose std is 0 left out, layers whose sum is 0
+  contributing nothing.
+- ``nwot`` (Mellor et al., ICML 2021, "NASWOT"): one batch, train mode, no gradients;
+  per ReLU module the binary code c of each sample (its output > 0, flattened); kernel
+  K = sum over ReLUs of c c^T + (1 - c)(1 - c)^T; score = log |det K| (float64).
 Sample k's alpha and network initialisation come from (seed, k); SNIP and GraSP score
 every sample on the same batch (the first of the search's weight-half loader for the seed).
 """
@@ -83,6 +91,51 @@ def grasp(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(total)
 
 
+def zico(net: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """ZiCo of ``net`` over ``batches`` (two or more; ``net`` gets gradients)."""
+    net.train()
+    layers = _scored_layers(net)
+    grads: list[list[torch.Tensor]] = [[] for _ in layers]
+    for x, y in batches:
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(_logits(net(x)), y).backward()
+        for store, layer in zip(grads, layers):
+            if layer.weight.grad is not None:
+                store.append(layer.weight.grad.detach().flatten().double())
+    total = 0.0
+    for store in grads:
+        if len(store) < len(batches):
+            continue
+        g = torch.stack(store)
+        std = g.std(dim=0, unbiased=False)
+        keep = std != 0
+        ratio = (g.abs().mean(dim=0)[keep] / std[keep]).sum().item()
+        if ratio != 0:
+            total += math.log(ratio)
+    return total
+
+
+@torch.no_grad()
+def nwot(net: nn.Module, x: torch.Tensor) -> float:
+    """NASWOT score of ``net`` on the batch ``x``: log |det K| of the ReLU-code kernel."""
+    net.train()
+    n = len(x)
+    kernel = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+
+    def count(module, inputs, output):
+        nonlocal kernel
+        codes = (output.detach().reshape(n, -1) > 0).double()
+        kernel = kernel + codes @ codes.T + (1 - codes) @ (1 - codes).T
+
+    handles = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.ReLU)]
+    try:
+        net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return float(torch.linalg.slogdet(kernel)[1])
+
+
 def _sum_over_layers(net: nn.Module, saliency: Callable[[torch.Tensor], torch.Tensor]) -> float:
     total = 0.0
     for layer in _scored_layers(net):
@@ -91,7 +144,7 @@ def _sum_over_layers(net: nn.Module, saliency: Callable[[torch.Tensor], torch.Te
     return total
 
 
-PROXIES = ("synflow", "snip", "grasp")
+PROXIES = ("synflow", "snip", "grasp", "zico", "nwot")
 
 
 def _seed(*parts: int) -> int:
@@ -136,7 +189,8 @@ class TrainFree(SelectionMethod):
     OPTIONS = {
         "proxy": {"enum": list(PROXIES), "default": "synflow", "description": "saliency proxy that scores each sample"},
         "samples": {"type": "integer", "minimum": 1, "default": 10, "description": "K architectures drawn (BaLeNAS-TF: 10, 50, 100)"},
-        "batch_size": {"type": "integer", "minimum": 1, "default": 64, "description": "snip/grasp: images in the one batch"},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 64, "description": "snip/grasp/zico/nwot: images per batch"},
+        "zico_batches": {"type": "integer", "minimum": 2, "default": 2, "description": "zico: batches the gradient statistics run over"},
         "image_size": {"type": "integer", "minimum": 1, "default": 32, "description": "synflow: side of the all-ones input"},
         "exclude_ops": {
             "type": "array",
@@ -160,6 +214,8 @@ class TrainFree(SelectionMethod):
         batch = None
         if o["proxy"] == "synflow":
             num_classes = _num_classes(ctx)
+        elif o["proxy"] == "zico":
+            batches, num_classes = first_batches(ctx, o["batch_size"], o["zico_batches"])
         else:
             batch, num_classes = one_batch(ctx, o["batch_size"])
         scores = []
@@ -168,6 +224,10 @@ class TrainFree(SelectionMethod):
             net = space.build_network(cells, settings["init_channels"], settings["layers"], num_classes, False).to(ctx.device)
             if o["proxy"] == "synflow":
                 score = synflow(net, (3, o["image_size"], o["image_size"]), ctx.device)
+            elif o["proxy"] == "zico":
+                score = zico(net, batches)
+            elif o["proxy"] == "nwot":
+                score = nwot(net, batch[0])
             else:
                 score = (snip if o["proxy"] == "snip" else grasp)(net, *batch)
             scores.append(score)
@@ -195,10 +255,20 @@ def _num_classes(ctx: SelectionContext) -> int:
 
 def one_batch(ctx: SelectionContext, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
     """The first batch of the search's weight-half loader for the selection seed."""
+    batches, num_classes = first_batches(ctx, batch_size, 1)
+    return batches[0], num_classes
+
+
+def first_batches(ctx: SelectionContext, batch_size: int, count: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """The first ``count`` batches of the search's weight-half loader for the selection seed."""
+    from itertools import islice
+
     from pipeline.data import load_prepared
     from pipeline.search.loop import search_loaders
 
     data = load_prepared(ctx.data_path, ctx.device)
     loader = search_loaders(data, ctx.search_params["settings"], channels_last=False).w
-    x, y = next(iter(loader.epoch(_seed(ctx.seed, 2), batch_size=batch_size)))
-    return (x, y), data.num_classes
+    batches = list(islice(loader.epoch(_seed(ctx.seed, 2), batch_size=batch_size), count))
+    if len(batches) < count:
+        raise SelectionError(f"zico needs {count} batches of {batch_size} images; the search's weight half has {loader.num_samples} images")
+    return batches, data.num_classes

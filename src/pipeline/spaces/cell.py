@@ -72,9 +72,10 @@ class CellSpace:
         return len(self.edges()), len(self.candidates(self.cell_types[0])[0])
 
     # -- builders
-    def build_supernet(self, channels: int, layers: int, num_classes: int) -> SuperNet:
+    def build_supernet(self, channels: int, layers: int, num_classes: int, partial_channels: int = 1) -> SuperNet:
+        """``partial_channels`` K > 1: PC-DARTS mixed ops (1/K of the channels through the ops)."""
         candidates = {kind: self.candidates(kind) for kind in self.cell_types}
-        return SuperNet(candidates, channels, num_classes, layers, steps=self.steps)
+        return SuperNet(candidates, channels, num_classes, layers, steps=self.steps, partial_channels=partial_channels)
 
     def build_network(self, cells: dict, channels: int, layers: int, num_classes: int, auxiliary: bool, setting: str = "cifar"):
         """The evaluation network: ``setting`` 'cifar' (32x32 stem) or 'imagenet' (stride-8 stem)."""
