@@ -14,33 +14,33 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.artifacts import ArtifactError
 from pipeline.config import ConfigError, load_config, stage_params, transfer_block, validate_stage_params
-from pipeline.data import DataSourceError
-from pipeline.latency import LatencyError
-from pipeline.pictures import PictureError
-from pipeline.plots import PlotError
 from pipeline.registry import UnknownNameError
-from pipeline.runtime import RuntimeConfigError, is_main_process
-from pipeline.select.base import SelectionError
-from pipeline.training import PREEMPTED_EXIT, Preempted, stop_on_signal
 
+# Errors of an ordinary mistake: one line, exit 2. Named by module so that `--help` and
+# config checks import none of the torch-heavy stage libraries; an error can only come
+# from a module that was imported (see _user_errors).
 USER_ERRORS = (
-    ConfigError,
-    ArtifactError,
-    DataSourceError,
-    RuntimeConfigError,
-    UnknownNameError,
-    SelectionError,
-    PictureError,
-    PlotError,
-    LatencyError,
+    ("pipeline.config", "ConfigError"),
+    ("pipeline.registry", "UnknownNameError"),
+    ("pipeline.artifacts", "ArtifactError"),
+    ("pipeline.data", "DataSourceError"),
+    ("pipeline.runtime", "RuntimeConfigError"),
+    ("pipeline.select.base", "SelectionError"),
+    ("pipeline.pictures", "PictureError"),
+    ("pipeline.plots", "PlotError"),
+    ("pipeline.latency", "LatencyError"),
 )
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    return tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules)
 
 
 def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--params", help="the stage's parameters as JSON (as the workflow passes them)")
+    source.add_argument("--params", help="the stage's parameters as JSON")
+    source.add_argument("--params-file", help="the stage's parameters as a JSON file (as Snakemake and DVC pass them)")
     source.add_argument("--config", action="append", help="config YAML; repeat to overlay files in order")
     parser.add_argument("--dataset", help="data entry to use (default: the config's 'dataset')")
     if "method" in keys:
@@ -63,6 +63,16 @@ def _threads(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace, stage: str) -> dict:
+    if args.params_file is not None:
+        try:
+            text = Path(args.params_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--params-file {args.params_file}: {exc.strerror}") from None
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--params-file {args.params_file}: not valid JSON ({exc.msg})") from None
+        return validate_stage_params(stage, params)
     if args.params is not None:
         try:
             params = json.loads(args.params)
@@ -97,6 +107,7 @@ def cmd_data(args):
 
 def cmd_search(args):
     from pipeline.search.loop import run_search
+    from pipeline.training import stop_on_signal
 
     params = _params(args, "search")
     with stop_on_signal():
@@ -113,6 +124,8 @@ def cmd_select(args):
 
 def cmd_retrain(args):
     from pipeline.retrain import run_retrain
+    from pipeline.runtime import is_main_process
+    from pipeline.training import stop_on_signal
 
     params = _params(args, "retrain")
     with stop_on_signal():
@@ -122,6 +135,8 @@ def cmd_retrain(args):
 
 
 def cmd_transfer(args):
+    from pipeline.runtime import is_main_process
+    from pipeline.training import stop_on_signal
     from pipeline.transfer import run_transfer
 
     params = _params(args, "transfer")
@@ -167,14 +182,39 @@ def cmd_check_config(args):
     print(f"config OK: dataset {config['dataset']}, search {config['search']['run']}, select {config['select']['run']}")
 
 
+def cmd_params(args):
+    from pipeline.jobs import write_job_files
+
+    written = write_job_files(load_config(args.config))
+    if args.dvc_yaml:
+        from pipeline.dvc import render_dvc_yaml
+
+        path = Path(args.dvc_yaml)
+        if not path.is_file() or path.read_text() != render_dvc_yaml(args.config):
+            configs = " ".join(f"--config {name}" for name in args.config)
+            raise ConfigError(
+                f"{path} lists another job set or stages than the config files: refresh it with "
+                f"`pipeline dvc-yaml {configs} --out {path}`, then run `dvc repro` again"
+            )
+    print(f"parameters and code files up to date ({len(written)} written)")
+
+
+def cmd_jobs(args):
+    from pipeline.jobs import jobs
+
+    config = load_config(args.config)
+    producers = {out: job for job in jobs(config) for out in job.outs}
+    for job in jobs(config):
+        upstream = sorted({producers[dep].dvc_name for dep in job.deps if dep in producers})
+        print(f"{job.dvc_name}" + (f"  <- {', '.join(upstream)}" if upstream else ""))
+
+
 def cmd_dvc_yaml(args):
     from pipeline.dvc import render_dvc_yaml
 
     text = render_dvc_yaml(args.config)
     if args.out:
-        from pipeline.artifacts import write_bytes_atomic
-
-        write_bytes_atomic(args.out, text.encode())
+        Path(args.out).write_text(text)
     else:
         sys.stdout.write(text)
 
@@ -293,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", required=True)
     p.set_defaults(func=cmd_check_config)
 
+    p = sub.add_parser("params", help="write each job's parameters file and each stage's code file (results/params)")
+    p.add_argument("--config", action="append", required=True)
+    p.add_argument("--dvc-yaml", help="also fail unless this dvc.yaml is the one `dvc-yaml` writes for the config files")
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("jobs", help="print the job graph: one job per line with the jobs it reads from")
+    p.add_argument("--config", action="append", required=True)
+    p.set_defaults(func=cmd_jobs)
+
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml for the given config files")
     p.add_argument("--config", action="append", required=True)
     p.add_argument("--out")
@@ -338,12 +387,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        training = sys.modules.get("pipeline.training")
+        if training is not None and isinstance(exc, training.Preempted):
+            print(f"pipeline {args.command}: {exc}", file=sys.stderr)
+            return training.PREEMPTED_EXIT
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Preempted as exc:
-        print(f"pipeline {args.command}: {exc}", file=sys.stderr)
-        return PREEMPTED_EXIT
     return 0
 
 

@@ -17,6 +17,8 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from pipeline.registry import registries
+
 
 class ConfigError(ValueError):
     """A bad configuration; the message names the config key or file."""
@@ -114,7 +116,7 @@ def method_options(registry, block: dict, key: str) -> dict:
 
 
 def validate_config(config: dict) -> None:
-    from pipeline import search, select, spaces
+    search, select, spaces = registries("search", "select", "spaces")
 
     _validate(config, schema())
     if config["dataset"] not in config["data"]:
@@ -171,7 +173,7 @@ def validate_config(config: dict) -> None:
 
 def _accepts(config: dict, select_name: str, search_name: str) -> bool:
     """Whether a selection can read the supernets of a search (``SelectionMethod.SEARCH_ALGORITHMS``)."""
-    from pipeline import select
+    (select,) = registries("select")
 
     algorithm = config["search"]["methods"][search_name]["algorithm"]
     return select.METHODS.get(config["select"]["methods"][select_name]["algorithm"]).accepts(algorithm)
@@ -190,7 +192,7 @@ def _check_selections(config: dict) -> None:
 
 def _check_latency(config: dict) -> None:
     """A lookup needs a table for the space of every search that runs."""
-    from pipeline import latency
+    (latency,) = registries("latency")
 
     if "latency" not in config or config["latency"]["method"] != "lookup":
         return
@@ -329,7 +331,7 @@ def _runtime(config: dict) -> dict:
 
 def stage_params(config: dict, stage: str, **keys: Any) -> dict:
     """The parameters one job of ``stage`` uses; nothing else of the config reaches it."""
-    from pipeline import search, select
+    search, select = registries("search", "select")
 
     dataset = keys.get("dataset", config["dataset"])
     if stage == "data":
@@ -462,7 +464,6 @@ def _transfer_settings_schema(full: dict) -> dict:
 
 def validate_stage_params(stage: str, params: Any) -> dict:
     """Check parameters handed to a stage CLI directly (``--params``)."""
-    from pipeline import search, select
 
     full = schema()
     full["$defs"]["transfer_settings"] = _transfer_settings_schema(full)
@@ -475,7 +476,8 @@ def validate_stage_params(stage: str, params: Any) -> dict:
     if stage == "transfer":
         _check_transfer_source({"source": params["source"]}, "params")
     if stage in ("search", "select"):
-        registry = search.METHODS if stage == "search" else select.METHODS
+        (package,) = registries(stage)  # the stage's own library imports it anyway
+        registry = package.METHODS
         params["options"] = method_options(registry, params["options"], "params.options")
     if "runtime" in params:
         runtime_schema = copy.deepcopy(full["$defs"]["runtime"])
