@@ -37,6 +37,8 @@ PARAMS = {
     "transfer": PARAMS_ROOT + "/transfer/{target}/{dataset}/{search}/{select}/seed{seed}.json",
 }
 CODE = PARAMS_ROOT + "/code/{stage}.json"
+# Kinds with one job per run: a DVC foreach template each (the others are written out).
+TEMPLATED = ("search", "select", "retrain", "latency", "transfer")
 
 
 def code_path(stage: str) -> str:
@@ -61,7 +63,8 @@ class Job:
 
     @property
     def dvc_name(self) -> str:
-        return f"{self.kind}@{self.name}"
+        """The DVC stage: ``search@cifar10.darts_1st.seed0`` (foreach) or ``tables_cifar10``."""
+        return f"{self.kind}{'@' if self.kind in TEMPLATED else '_'}{self.name}"
 
 
 def _search_runs(config: dict, seeds: list[int]):
