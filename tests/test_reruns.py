@@ -42,15 +42,21 @@ def inside(path: Path):
 
 
 def probe_overlay() -> dict:
-    """Every configured search method (one seed) and, per search, every selection that can
-    read its supernets; latency and transfer on. Derived from config/config.yaml and the
-    registries, so a method added there is probed too."""
+    """Every configured search method (one seed), every selection method on the first
+    search whose supernets it reads (and each search with at least one), latency and
+    transfer on. Derived from config/config.yaml and the registries, so a method added
+    there is probed too."""
     from pipeline.config import _accepts, read_yaml
 
     base = read_yaml(REPO / BASE)
     searches = list(base["search"]["methods"])
-    merged = copy.deepcopy(base)
-    run_for = {name: [sel for sel in base["select"]["methods"] if _accepts(merged, sel, name)] for name in searches}
+    run_for: dict[str, list[str]] = {name: [] for name in searches}
+    for select in base["select"]["methods"]:
+        first = next(name for name in searches if _accepts(base, select, name))
+        run_for[first].append(select)
+    for name, selects in run_for.items():
+        if not selects:
+            selects.append(next(sel for sel in base["select"]["methods"] if _accepts(base, sel, name)))
     return {
         "seeds": [0],
         "runtime": {"device": "cpu"},
@@ -102,19 +108,45 @@ class Project:
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, env=env())
 
-    def snakemake_plan(self) -> set[str]:
+    def snakemake_plan(self, in_process: bool = True) -> set[str]:
+        """The jobs `snakemake -n` would run for the DVC pipeline's final outputs: through
+        Snakemake's API in this process (a dry run's DAG, about 1 s), or the command."""
         jobs = self.jobs()
         producers = {out: job.dvc_name for job in jobs for out in job.outs}
-        result = self.run(str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", *CONFIGS, "--", *final_outputs(jobs))
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        text = result.stdout + result.stderr
-        planned = set()
-        for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
-            match = re.search(r"^\s+output: ([^,\n]+)", block, flags=re.M)
-            if block.lstrip().startswith(("rule ", "localrule ")) and match:
-                assert match.group(1) in producers, f"Snakemake plans a job DVC does not know: {match.group(1)}"
-                planned.add(producers[match.group(1)])
-        return planned
+        if in_process:
+            planned_outputs = self._snakemake_api(final_outputs(jobs))
+        else:
+            result = self.run(str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", *CONFIGS, "--", *final_outputs(jobs))
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            text = result.stdout + result.stderr
+            planned_outputs = []
+            for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+                match = re.search(r"^\s+output: ([^,\n]+)", block, flags=re.M)
+                if block.lstrip().startswith(("rule ", "localrule ")) and match:
+                    planned_outputs.append(match.group(1))
+        unknown = [out for out in planned_outputs if out not in producers]
+        assert not unknown, f"Snakemake plans jobs DVC does not have: {unknown[:3]}"
+        return {producers[out] for out in planned_outputs}
+
+    def _snakemake_api(self, targets: list[str]) -> list[str]:
+        from snakemake.api import SnakemakeApi
+        from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+
+        profile = yaml.safe_load((self.root / "profiles" / "default" / "config.yaml").read_text())
+        with inside(self.root), SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, dryrun=True)) as api:
+            workflow_api = api.workflow(
+                resource_settings=ResourceSettings(cores=1),
+                config_settings=ConfigSettings(configfiles=[Path(c) for c in CONFIGS]),
+                snakefile=self.root / "Snakefile",
+                workdir=self.root,
+            )
+            dag_api = workflow_api.dag(dag_settings=DAGSettings(
+                targets=set(targets), max_checksum_file_size=profile["max-checksum-file-size"]))
+            workflow = dag_api.workflow_api._workflow  # what `snakemake -n` lists: the DAG's jobs that need to run
+            workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
+            workflow._build_dag()
+            needrun = workflow.dag.needrun_jobs
+            return [job.output[0] for job in (needrun() if callable(needrun) else needrun)]
 
     def dvc_plan(self) -> set[str]:
         """DVC's first stage (the cmd that `dvc repro` would run), then every stage whose
@@ -188,6 +220,7 @@ def project(tmp_path_factory) -> Project:
             os.utime(path, (T0 + 10 * level(job), T0 + 10 * level(job)))
     commit = project.run(str(BIN / "dvc"), "commit", "--force")
     assert commit.returncode == 0, commit.stderr
+    assert project.snakemake_plan(in_process=False) == set()  # the command agrees with the API
     assert project.snakemake_plan() == set()
     assert project.dvc_plan() == set()
     return project
@@ -266,6 +299,10 @@ STAGE_KEYS = [  # one key per stage kind's parameters (data, search settings, re
 ]
 
 
+# How a job is launched, not what it computes: no job's parameters hold them.
+LAUNCH_KEYS = [("runtime.threads", 3), ("cluster.gpu.mem_mb", 1234), ("cluster.rules.tables.runtime", 7)]
+
+
 def probes(project: Project) -> list[tuple[str, str, object]]:
     """(config file, dotted key, new value): every stage kind's key and every algorithm's
     option, each in the base config and in the overlay (where it was not set before)."""
@@ -306,31 +343,55 @@ def probes(project: Project) -> list[tuple[str, str, object]]:
     return [(where, key, value) for key, value in out for where in (BASE, OVERLAY)]
 
 
-def test_every_key_reruns_the_same_jobs_in_snakemake_and_dvc(project):
-    import time
+def probe(project: Project, where: str, key: str, value) -> tuple[set[str], set[str], set[str]]:
+    """(expected, Snakemake's, DVC's) rerun sets after setting ``key`` in one config file."""
+    path = project.root / where
+    original = path.read_text()
+    before = project.job_files()
+    overlay = yaml.safe_load(original) or {}
+    if where == OVERLAY:
+        with contextlib.suppress(KeyError, TypeError):
+            get_key(overlay, key)
+            pytest.fail(f"{key}: already in the overlay")
+    path.write_text(yaml.safe_dump(set_key(overlay, key, value), sort_keys=False))
+    try:
+        return project.expected(before), project.snakemake_plan(), project.dvc_plan()
+    finally:
+        path.write_text(original)
+        os.utime(path, (T0, T0))
+        project.write_job_files()
 
+
+def test_every_key_reruns_the_same_jobs_in_snakemake_and_dvc(project):
+    reached: set[str] = set()
     for where, key, value in probes(project):
-        start = time.time()
-        path = project.root / where
-        original = path.read_text()
-        before = project.job_files()
-        overlay = yaml.safe_load(original) or {}
-        if where == OVERLAY:
-            with contextlib.suppress(KeyError, TypeError):
-                get_key(overlay, key)
-                pytest.fail(f"{key}: already in the overlay")
-        path.write_text(yaml.safe_dump(set_key(overlay, key, value), sort_keys=False))
-        try:
-            expected = project.expected(before)
-            snakemake, dvc = project.snakemake_plan(), project.dvc_plan()
-        finally:
-            path.write_text(original)
-            os.utime(path, (T0, T0))
-            project.write_job_files()
-        print(f"{where} {key}: {len(expected)} jobs, {time.time() - start:.1f} s")
+        expected, snakemake, dvc = probe(project, where, key, value)
         assert expected, f"{where}: {key} = {value!r} changes no job's parameters"
         assert snakemake == expected, f"{where}: {key}: Snakemake differs on {sorted(snakemake ^ expected)[:5]}"
         assert dvc == expected, f"{where}: {key}: DVC differs on {sorted(dvc ^ expected)[:5]}"
+        reached |= {name.split("@")[0] for name in expected if "@" in name}
+        reached |= {job.kind for job in project.jobs() if job.dvc_name in expected}
+    assert reached == {job.kind for job in project.jobs()}, "a stage kind no probed key reaches"
+
+
+def test_launch_settings_rerun_nothing(project):
+    for where in (BASE, OVERLAY):
+        for key, value in LAUNCH_KEYS:
+            assert probe(project, where, key, value) == (set(), set(), set()), f"{where}: {key}"
+
+
+def test_the_snakemake_command_plans_as_its_api_does(project):
+    """The probes ask Snakemake's API (in this process); the command gives the same plan."""
+    path = project.root / OVERLAY
+    original = path.read_text()
+    path.write_text(yaml.safe_dump(set_key(yaml.safe_load(original), "retrain.epochs", 3)))
+    try:
+        api, command = project.snakemake_plan(), project.snakemake_plan(in_process=False)
+    finally:
+        path.write_text(original)
+        os.utime(path, (T0, T0))
+        project.write_job_files()
+    assert api == command and api
 
 
 def module_classes(root: Path) -> dict[frozenset, list[str]]:

@@ -185,8 +185,8 @@ def cmd_check_config(args):
 def cmd_params(args):
     from pipeline.jobs import write_job_files
 
-    written = write_job_files(load_config(args.config))
-    if args.dvc_yaml:
+    config = load_config(args.config)
+    if args.dvc_yaml:  # checked first: a refused run writes nothing
         from pipeline.dvc import render_dvc_yaml
 
         path = Path(args.dvc_yaml)
@@ -196,6 +196,7 @@ def cmd_params(args):
                 f"{path} lists another job set or stages than the config files: refresh it with "
                 f"`pipeline dvc-yaml {configs} --out {path}`, then run `dvc repro` again"
             )
+    written = write_job_files(config)
     print(f"parameters and code files up to date ({len(written)} written)")
 
 
