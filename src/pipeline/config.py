@@ -1,9 +1,10 @@
 """Configuration: YAML files merged in order, validated against the JSON schema and the
 registries, and cut into the explicit parameter sets that each stage receives.
 
-Snakemake passes each job ``stage_params(...)`` as JSON, so a job reruns exactly when its
-own parameters change; DVC and users call the CLI with the config files instead and get
-the same parameters.
+Each job's ``stage_params(...)`` is written to its own parameters file (pipeline.jobs),
+which its Snakemake rule and its DVC stage both read, so a job reruns exactly when its own
+parameters change; users can call the CLI with the config files instead and get the same
+parameters.
 """
 
 from __future__ import annotations
@@ -274,28 +275,7 @@ PATHS = {
     "retrain_plots": "results/retrain/{dataset}/{search}/{select}/seed{seed}/plots",
 }
 
-# Library sources (relative to src/pipeline) whose edits must rerun a stage.
-# The spaces and the networks they build.
-SPACE_CODE = [
-    "spaces", "spaces/data/robustdarts_s1.json", "supernet.py", "cifar_net.py", "imagenet_net.py",
-    "nb201_net.py", "nb201.py", "proxyless_net.py", "ops.py",
-]
-STAGE_CODE = {
-    "data": ["data.py"],
-    "search": ["search", *SPACE_CODE, "data.py", "training.py", "runtime.py", "latency.py", "benchmarks/pixel1_mobile_lut.yaml"],
-    "select": ["select", "search", *SPACE_CODE, "data.py", "training.py", "runtime.py"],
-    "retrain": ["retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py", "distributed.py"],
-    "transfer": [
-        "transfer.py", "streaming.py", "retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py",
-        "distributed.py",
-    ],
-    "tables": ["tables.py", "nb201.py"],
-    "latency": [
-        "latency.py", *SPACE_CODE, "runtime.py", "benchmarks/pixel1_mobile_lut.yaml", "benchmarks/nb201_latency_ms.csv.gz",
-    ],
-    "latency_filter": ["latency.py"],
-    "plots": ["plots.py", "pictures.py", "spaces"],
-}
+# The code each stage depends on is derived from its imports: pipeline.codedeps.
 
 NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers
 # How a job is launched, not what it computes: not part of the stage parameters.
