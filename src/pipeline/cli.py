@@ -1,8 +1,9 @@
 """``pipeline <stage>``: thin command-line front ends of the stage libraries.
 
-Each stage takes its parameters either as ``--params JSON`` (what Snakemake passes: the
-job's own parameters only) or as ``--config FILE [--config FILE ...]`` plus the job keys
-(what DVC and people use). Errors print one line naming the culprit and exit 2. A search,
+Each stage takes its parameters as ``--params-file FILE`` (what Snakemake and DVC pass:
+the job's own parameters file, written by ``pipeline params`` or the Snakefile), as
+``--params JSON``, or as ``--config FILE [--config FILE ...]`` plus the job keys (what
+people use). Errors print one line naming the culprit and exit 2. A search,
 retrain or transfer stopped by SIGTERM/SIGUSR1 (SLURM) writes its checkpoint and exits 75;
 rerun it to resume.
 """

@@ -9,8 +9,8 @@ entry modules (module-level and inside functions: a lazy import still runs), plu
   when a string literal in the module ends with its name (``"pixel1_mobile_lut.yaml"``,
   ``"schemas/config.schema.json"``).
 
-Imports made through ``registry.load`` (the whole-config checks in ``config.py`` that
-look up methods by name) are not edges: what they decide reaches a job through its
+Imports made through ``registry.registries`` (the whole-config checks in ``config.py``
+that look methods up by name) are not edges: what they decide reaches a job through its
 parameters file, and a stage that runs a method imports its registry itself.
 
 Only the standard library is imported here, so planning stays cheap.
