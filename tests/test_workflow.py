@@ -183,6 +183,17 @@ def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
     assert ran == {"params", f"select@{run_name}", f"retrain@{run_name}", f"latency@{run_name}", "tables_cifar10",
                    "latency_filter_cifar10", "tables_latency_cifar10"}, fourth.stdout
     assert "up to date" in run(str(BIN / "dvc"), "status").stdout
+    # A key of config/demo.yaml itself (the overlay under tiny.yaml): only the latency jobs.
+    demo = project / "config" / "demo.yaml"
+    original = demo.read_text()
+    from pipeline.config import deep_merge
+
+    repeats = (yaml.safe_load(original).get("latency", {}).get("measure", {}).get("repeats") or 10) + 1
+    demo.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(original), {"latency": {"measure": {"repeats": repeats}}})))
+    fifth = run(str(BIN / "dvc"), "repro")
+    demo.write_text(original)
+    ran = set(re.findall(r"Running stage '([^']+)'", fifth.stdout))
+    assert ran == {"params", f"latency@{run_name}", "latency_filter_cifar10", "tables_latency_cifar10"}, fifth.stdout
     # A new seed is a new job: every entry point refuses until dvc.yaml is regenerated.
     edit_config(project, {"seeds": [0, 1]})
     refused = run(str(BIN / "dvc"), "repro")
