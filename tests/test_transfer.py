@@ -237,14 +237,23 @@ def test_dvc_yaml_gets_transfer_stages_only_when_enabled(tiny_imagenet, tmp_path
     runs = {"search": {"run": ["darts_1st", "darts_2nd"]}, "select": {"run_for": {"darts_1st": ["magnitude"]}}}
     overlay.write_text(yaml.safe_dump({**runs, "data": {"imagenet": {"source": source}}, "transfer": {"enabled": True, "gpus": 4}}))
     monkeypatch.chdir(REPO)
-    assert "transfer_" not in render_dvc_yaml(base)
-    stages = yaml.safe_load(render_dvc_yaml([*base, str(overlay)]))["stages"]
-    names = [name for name in stages if name.startswith("transfer_")]
-    assert names == [f"transfer_imagenet_cifar10_{search}_magnitude_seed0" for search in ("darts_1st", "darts_2nd")]
-    stage = stages[names[0]]
-    assert stage["cmd"].startswith("torchrun --standalone --nproc_per_node 4 -m pipeline transfer ")
-    assert "--genotype results/select/cifar10/darts_1st/magnitude/seed0/genotype.json" in stage["cmd"]
-    assert source["train"] in stage["deps"] and "src/pipeline/transfer.py" in stage["deps"]
-    keys = [key for entry in stage["params"] for keys in entry.values() for key in keys]
-    assert "transfer.epochs" in keys and "data.imagenet" in keys and "transfer.gpus" not in keys
-    assert stages["tables_imagenet"]["outs"] == ["results/tables/imagenet.csv"]
+    plain = yaml.safe_load(render_dvc_yaml(base))
+    assert "transfer" not in plain["stages"] and not any("transfer" in entry for entry in plain["vars"])
+    rendered = yaml.safe_load(render_dvc_yaml([*base, str(overlay)]))
+    stages, variables = rendered["stages"], {k: v for entry in rendered["vars"] for k, v in entry.items()}
+    assert list(variables["transfer"]) == [f"imagenet.cifar10.{search}.magnitude.seed0" for search in ("darts_1st", "darts_2nd")]
+    assert stages["transfer"]["foreach"] == "${transfer}"
+    stage = stages["transfer"]["do"]
+    assert stage["cmd"].startswith("torchrun --standalone --nproc_per_node 4 -m pipeline transfer --params-file results/params/transfer/")
+    assert "--genotype results/select/${item.dataset}/${item.search}/${item.select}/seed${item.seed}/genotype.json" in stage["cmd"]
+    assert source["train"] in stage["deps"] and "results/params/code/transfer.json" in stage["deps"]
+    assert stages["transfer_tables_imagenet"]["outs"] == ["results/tables/imagenet.csv"]
+    # The job's parameters file holds the transfer settings, not how it is launched.
+    from pipeline.codedeps import stage_code
+    from pipeline.config import load_config
+    from pipeline.jobs import job_files
+
+    files = job_files(load_config([*base, str(overlay)]))
+    params = json.loads(files["results/params/transfer/imagenet/cifar10/darts_1st/magnitude/seed0.json"])
+    assert "epochs" in params["settings"] and "gpus" not in params["settings"] and params["source"] == source
+    assert "src/pipeline/transfer.py" in stage_code("transfer")

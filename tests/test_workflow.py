@@ -172,14 +172,34 @@ def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
     edit_config(project, {"retrain": {"epochs": 2}})
     third = run(str(BIN / "dvc"), "repro")
     ran = set(re.findall(r"Running stage '([^']+)'", third.stdout))
-    assert ran == {"retrain_cifar10_darts_1st_magnitude_seed0", "tables_cifar10", "tables_latency_cifar10"}, third.stdout
+    # 'params' rewrites the jobs' parameters files; only the retrain job's changed
+    assert ran == {"params", "retrain@cifar10.darts_1st.magnitude.seed0", "tables_cifar10", "tables_latency_cifar10"}, third.stdout
     # Editing a stage's module reruns that stage and what depends on it.
     module = project / "src" / "pipeline" / "select" / "magnitude.py"
     module.write_text(module.read_text() + "\n# an edit\n")
     fourth = run(str(BIN / "dvc"), "repro")
     ran = set(re.findall(r"Running stage '([^']+)'", fourth.stdout))
-    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-    assert ran == {name for name in stages if not name.startswith(("data_", "search_"))}, fourth.stdout
+    run_name = "cifar10.darts_1st.magnitude.seed0"
+    assert ran == {"params", f"select@{run_name}", f"retrain@{run_name}", f"latency@{run_name}", "tables_cifar10",
+                   "latency_filter_cifar10", "tables_latency_cifar10"}, fourth.stdout
+    assert "up to date" in run(str(BIN / "dvc"), "status").stdout
+    # A key of config/demo.yaml itself (the overlay under tiny.yaml): only the latency jobs.
+    demo = project / "config" / "demo.yaml"
+    original = demo.read_text()
+    from pipeline.config import deep_merge
+
+    repeats = (yaml.safe_load(original).get("latency", {}).get("measure", {}).get("repeats") or 10) + 1
+    demo.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(original), {"latency": {"measure": {"repeats": repeats}}})))
+    fifth = run(str(BIN / "dvc"), "repro")
+    demo.write_text(original)
+    ran = set(re.findall(r"Running stage '([^']+)'", fifth.stdout))
+    assert ran == {"params", f"latency@{run_name}", "latency_filter_cifar10", "tables_latency_cifar10"}, fifth.stdout
+    # A new seed is a new job: every entry point refuses until dvc.yaml is regenerated.
+    edit_config(project, {"seeds": [0, 1]})
+    refused = run(str(BIN / "dvc"), "repro")
+    assert refused.returncode != 0 and "pipeline dvc-yaml --config config/config.yaml" in refused.stdout + refused.stderr
+    assert "Running stage 'search" not in refused.stdout
+    edit_config(project, {})
     metrics = run(str(BIN / "dvc"), "metrics", "show", "--json")
     assert "test_error_mean" in metrics.stdout, metrics.stdout + metrics.stderr
 

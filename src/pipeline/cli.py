@@ -1,12 +1,13 @@
 """pipeline <stage>: command-line front ends of the NAS pipeline's stage libraries.
 
-Each stage takes its parameters either as --params JSON (what Snakemake passes: the
-job's own parameters only) or as --config FILE [--config FILE ...] plus the job keys
-(what DVC and people use). Exit codes: 0 done; 2 an error, printed as one line naming the
-culprit (config key, file, output path) and caught before any work where it can be;
-75 a search, PT selection, retrain or transfer stopped by SIGTERM/SIGUSR1 (SLURM's time
-limit or preemption) after writing its checkpoint; 130 the same after Ctrl-C (SIGINT).
-Rerun the same command to resume from the checkpoint; a second Ctrl-C stops at once.
+Each stage takes its parameters as --params-file FILE (what Snakemake and DVC pass: the
+job's own parameters file, written by `pipeline params` or the Snakefile), as --params
+JSON, or as --config FILE [--config FILE ...] plus the job keys (what people use).
+Exit codes: 0 done; 2 an error, printed as one line naming the culprit (config key, file,
+output path) and caught before any work where it can be; 75 a search, PT selection,
+retrain or transfer stopped by SIGTERM/SIGUSR1 (SLURM's time limit or preemption) after
+writing its checkpoint; 130 the same after Ctrl-C (SIGINT). Rerun the same command to
+resume from the checkpoint; a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -17,33 +18,33 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.artifacts import ArtifactError
 from pipeline.config import ConfigError, load_config, stage_params, transfer_block, validate_stage_params
-from pipeline.data import DataSourceError
-from pipeline.latency import LatencyError
-from pipeline.pictures import PictureError
-from pipeline.plots import PlotError
 from pipeline.registry import UnknownNameError
-from pipeline.runtime import RuntimeConfigError, is_main_process
-from pipeline.select.base import SelectionError
-from pipeline.training import Preempted, stop_on_signal
 
+# Errors of an ordinary mistake: one line, exit 2. Named by module so that `--help` and
+# config checks import none of the torch-heavy stage libraries; an error can only come
+# from a module that was imported (see _user_errors).
 USER_ERRORS = (
-    ConfigError,
-    ArtifactError,
-    DataSourceError,
-    RuntimeConfigError,
-    UnknownNameError,
-    SelectionError,
-    PictureError,
-    PlotError,
-    LatencyError,
+    ("pipeline.config", "ConfigError"),
+    ("pipeline.registry", "UnknownNameError"),
+    ("pipeline.artifacts", "ArtifactError"),
+    ("pipeline.data", "DataSourceError"),
+    ("pipeline.runtime", "RuntimeConfigError"),
+    ("pipeline.select.base", "SelectionError"),
+    ("pipeline.pictures", "PictureError"),
+    ("pipeline.plots", "PlotError"),
+    ("pipeline.latency", "LatencyError"),
 )
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    return tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules)
 
 
 def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--params", help="the stage's parameters as JSON (as the workflow passes them)")
+    source.add_argument("--params", help="the stage's parameters as JSON")
+    source.add_argument("--params-file", help="the stage's parameters as a JSON file (as Snakemake and DVC pass them)")
     source.add_argument("--config", action="append", help="config YAML; repeat to overlay files in order")
     parser.add_argument("--dataset", help="data entry to use (default: the config's 'dataset')")
     if "method" in keys:
@@ -68,6 +69,16 @@ def _threads(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace, stage: str) -> dict:
+    if args.params_file is not None:
+        try:
+            text = Path(args.params_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--params-file {args.params_file}: {exc.strerror}") from None
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--params-file {args.params_file}: not valid JSON ({exc.msg})") from None
+        return validate_stage_params(stage, params)
     if args.params is not None:
         try:
             params = json.loads(args.params)
@@ -102,6 +113,7 @@ def cmd_data(args):
 
 def cmd_search(args):
     from pipeline.search.loop import run_search
+    from pipeline.training import stop_on_signal
 
     params = _params(args, "search")
     with stop_on_signal():
@@ -111,6 +123,7 @@ def cmd_search(args):
 
 def cmd_select(args):
     from pipeline.select.run import run_select
+    from pipeline.training import stop_on_signal
 
     params = _params(args, "select")
     with stop_on_signal():  # PT checkpoints after each step and stops there
@@ -120,6 +133,8 @@ def cmd_select(args):
 
 def cmd_retrain(args):
     from pipeline.retrain import run_retrain
+    from pipeline.runtime import is_main_process
+    from pipeline.training import stop_on_signal
 
     params = _params(args, "retrain")
     with stop_on_signal():
@@ -129,6 +144,8 @@ def cmd_retrain(args):
 
 
 def cmd_transfer(args):
+    from pipeline.runtime import is_main_process
+    from pipeline.training import stop_on_signal
     from pipeline.transfer import run_transfer
 
     params = _params(args, "transfer")
@@ -190,14 +207,40 @@ def cmd_check_gpu(args):
         raise ConfigError(str(exc)) from None
 
 
+def cmd_params(args):
+    from pipeline.jobs import write_job_files
+
+    config = load_config(args.config)
+    if args.dvc_yaml:  # checked first: a refused run writes nothing
+        from pipeline.dvc import render_dvc_yaml
+
+        path = Path(args.dvc_yaml)
+        if not path.is_file() or path.read_text() != render_dvc_yaml(args.config):
+            configs = " ".join(f"--config {name}" for name in args.config)
+            raise ConfigError(
+                f"{path} lists another job set or stages than the config files: refresh it with "
+                f"`pipeline dvc-yaml {configs} --out {path}`, then run `dvc repro` again"
+            )
+    written = write_job_files(config)
+    print(f"parameters and code files up to date ({len(written)} written)")
+
+
+def cmd_jobs(args):
+    from pipeline.jobs import jobs
+
+    config = load_config(args.config)
+    producers = {out: job for job in jobs(config) for out in job.outs}
+    for job in jobs(config):
+        upstream = sorted({producers[dep].dvc_name for dep in job.deps if dep in producers})
+        print(f"{job.dvc_name}" + (f"  <- {', '.join(upstream)}" if upstream else ""))
+
+
 def cmd_dvc_yaml(args):
     from pipeline.dvc import render_dvc_yaml
 
     text = render_dvc_yaml(args.config)
     if args.out:
-        from pipeline.artifacts import write_bytes_atomic
-
-        write_bytes_atomic(args.out, text.encode())
+        Path(args.out).write_text(text)
     else:
         sys.stdout.write(text)
 
@@ -325,6 +368,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "run that GPU, e.g. a CUDA 13 build on V100 nodes.",
         "pipeline check-gpu --config config/config.yaml",
     ),
+    "params": (
+        "write each job's parameters file and each stage's code file (results/params)",
+        "Resolve the config files into one parameters file per job and one code file per stage kind "
+        "(the hashes of the modules it imports), each rewritten only when its content changes; every "
+        "Snakemake rule and DVC stage depends on its job's two files. With --dvc-yaml, first refuse "
+        "(writing nothing) if that dvc.yaml no longer matches the config's job set.",
+        f"pipeline params {DEMO}",
+    ),
+    "jobs": (
+        "print the job graph: one job per line with the jobs it reads from",
+        "List every job the config files define (as DVC names them), each with the jobs whose outputs it reads.",
+        f"pipeline jobs {DEMO}",
+    ),
     "dvc-yaml": (
         "write dvc.yaml for the given config files",
         "Render the DVC pipeline (stages, parameters, dependencies) that matches the config files.",
@@ -446,6 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", help="config YAML; repeat to overlay files in order")
     p.add_argument("--gpu-model", help="GPU model to check instead of the config's cluster.gpu.gpu_model, e.g. v100")
 
+    p = _command(sub, "params", cmd_params)
+    p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
+    p.add_argument("--dvc-yaml", help="also fail unless this dvc.yaml is the one `dvc-yaml` writes for the config files")
+
+    p = _command(sub, "jobs", cmd_jobs)
+    p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
+
+
     p = _command(sub, "dvc-yaml", cmd_dvc_yaml)
     p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
     p.add_argument("--out", help="file to write (default: standard output)")
@@ -499,19 +563,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_outputs(args)
         args.func(args)
-    except USER_ERRORS as exc:
-        print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except Preempted as exc:
-        print(f"pipeline {args.command}: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except Exception as exc:
+        training = sys.modules.get("pipeline.training")
+        if training is not None and isinstance(exc, training.Preempted):
+            print(f"pipeline {args.command}: {exc}", file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, _user_errors()):
+            print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):  # e.g. the disk filled up while writing
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"pipeline {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:  # Ctrl-C outside the checkpointing loops: nothing to resume
         print(f"pipeline {args.command}: interrupted by Ctrl-C", file=sys.stderr)
         return 128 + signal.SIGINT
-    except OSError as exc:  # e.g. the disk filled up while writing
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"pipeline {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
     return 0
 
 

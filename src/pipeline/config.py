@@ -1,9 +1,10 @@
 """Configuration: YAML files merged in order, validated against the JSON schema and the
 registries, and cut into the explicit parameter sets that each stage receives.
 
-Snakemake passes each job ``stage_params(...)`` as JSON, so a job reruns exactly when its
-own parameters change; DVC and users call the CLI with the config files instead and get
-the same parameters.
+Each job's ``stage_params(...)`` is written to its own parameters file (pipeline.jobs),
+which its Snakemake rule and its DVC stage both read, so a job reruns exactly when its own
+parameters change; users can call the CLI with the config files instead and get the same
+parameters.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any, Iterable
 
 import jsonschema
 import yaml
+
+from pipeline.registry import registries
 
 
 class ConfigError(ValueError):
@@ -114,7 +117,7 @@ def method_options(registry, block: dict, key: str) -> dict:
 
 
 def validate_config(config: dict) -> None:
-    from pipeline import search, select, spaces
+    search, select, spaces = registries("search", "select", "spaces")
 
     _validate(config, schema())
     if config["dataset"] not in config["data"]:
@@ -187,13 +190,11 @@ def check_threads(threads: int | None, key: str = "--threads") -> int | None:
 
 def _check_partial_channels(settings: dict, key_of) -> None:
     """PC-DARTS mixed ops exist in the DARTS-family supernet, with K dividing every cell's channels."""
-    from pipeline.spaces import get_space
-    from pipeline.spaces.cell import CellSpace
-
     k = settings.get("partial_channels", 1)
     if k == 1:
         return
-    if not isinstance(get_space(settings["space"]), CellSpace):
+    (spaces,) = registries("spaces")
+    if not isinstance(spaces.get_space(settings["space"]), spaces.cell.CellSpace):
         raise ConfigError(f"config key '{key_of('partial_channels')}': partial channels need a DARTS-family cell space; got {settings['space']!r}")
     if settings["init_channels"] % k:
         raise ConfigError(f"config key '{key_of('partial_channels')}': {k} does not divide init_channels {settings['init_channels']}")
@@ -201,7 +202,7 @@ def _check_partial_channels(settings: dict, key_of) -> None:
 
 def _accepts(config: dict, select_name: str, search_name: str) -> bool:
     """Whether a selection can read the supernets of a search (``SelectionMethod.SEARCH_ALGORITHMS``)."""
-    from pipeline import select
+    (select,) = registries("select")
 
     algorithm = config["search"]["methods"][search_name]["algorithm"]
     return select.METHODS.get(config["select"]["methods"][select_name]["algorithm"]).accepts(algorithm)
@@ -220,7 +221,7 @@ def _check_selections(config: dict) -> None:
 
 def _check_latency(config: dict) -> None:
     """A lookup needs a table for the space of every search that runs."""
-    from pipeline import latency
+    (latency,) = registries("latency")
 
     if "latency" not in config or config["latency"]["method"] != "lookup":
         return
@@ -302,28 +303,7 @@ PATHS = {
     "retrain_plots": "results/retrain/{dataset}/{search}/{select}/seed{seed}/plots",
 }
 
-# Library sources (relative to src/pipeline) whose edits must rerun a stage.
-# The spaces and the networks they build.
-SPACE_CODE = [
-    "spaces", "spaces/data/robustdarts_s1.json", "supernet.py", "cifar_net.py", "imagenet_net.py",
-    "nb201_net.py", "nb201.py", "proxyless_net.py", "ops.py",
-]
-STAGE_CODE = {
-    "data": ["data.py"],
-    "search": ["search", *SPACE_CODE, "data.py", "training.py", "runtime.py", "latency.py", "benchmarks/pixel1_mobile_lut.yaml"],
-    "select": ["select", "search", *SPACE_CODE, "data.py", "training.py", "runtime.py"],
-    "retrain": ["retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py", "distributed.py"],
-    "transfer": [
-        "transfer.py", "streaming.py", "retrain.py", *SPACE_CODE, "data.py", "training.py", "runtime.py", "counting.py",
-        "distributed.py",
-    ],
-    "tables": ["tables.py", "nb201.py"],
-    "latency": [
-        "latency.py", *SPACE_CODE, "runtime.py", "benchmarks/pixel1_mobile_lut.yaml", "benchmarks/nb201_latency_ms.csv.gz",
-    ],
-    "latency_filter": ["latency.py"],
-    "plots": ["plots.py", "pictures.py", "spaces"],
-}
+# The code each stage depends on is derived from its imports: pipeline.codedeps.
 
 NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers
 # How a job is launched, not what it computes: not part of the stage parameters.
@@ -359,7 +339,7 @@ def _runtime(config: dict) -> dict:
 
 def stage_params(config: dict, stage: str, **keys: Any) -> dict:
     """The parameters one job of ``stage`` uses; nothing else of the config reaches it."""
-    from pipeline import search, select
+    search, select = registries("search", "select")
 
     dataset = keys.get("dataset", config["dataset"])
     if stage == "data":
@@ -492,7 +472,6 @@ def _transfer_settings_schema(full: dict) -> dict:
 
 def validate_stage_params(stage: str, params: Any) -> dict:
     """Check parameters handed to a stage CLI directly (``--params``)."""
-    from pipeline import search, select
 
     full = schema()
     full["$defs"]["transfer_settings"] = _transfer_settings_schema(full)
@@ -505,7 +484,8 @@ def validate_stage_params(stage: str, params: Any) -> dict:
     if stage == "transfer":
         _check_transfer_source({"source": params["source"]}, "params")
     if stage in ("search", "select"):
-        registry = search.METHODS if stage == "search" else select.METHODS
+        (package,) = registries(stage)  # the stage's own library imports it anyway
+        registry = package.METHODS
         params["options"] = method_options(registry, params["options"], "params.options")
     if "runtime" in params:
         runtime_schema = copy.deepcopy(full["$defs"]["runtime"])

@@ -1,196 +1,127 @@
-"""Render dvc.yaml from the config: the same stages, CLIs and paths as the Snakemake rules.
+"""Render dvc.yaml from the config files: the job set as ``vars``, one stage per kind.
 
-Each stage lists as ``params`` exactly the config keys its parameters come from (per
-config file, only the keys that file sets), so ``dvc repro`` reruns what changed.
+The per-job stages (search, select, retrain, latency, transfer) are DVC ``foreach``
+templates over the job set; the few aggregate ones (data, tables, latency filter) are
+written out. Every stage depends on its job's parameters file and its kind's code file
+(``pipeline.jobs``), which the first stage, ``params``, writes from the config files. That
+stage also refuses, in one line, to go on when the config's job set is no longer the one
+this file lists: a new method or seed needs ``pipeline dvc-yaml`` again.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterable
+import re
+from typing import Any
 
 import yaml
 
-from pipeline.config import (
-    LAUNCH_KEYS,
-    NUMERIC_RUNTIME,
-    PATHS,
-    STAGE_CODE,
-    TRANSFER_SELECTION_KEYS,
-    launch_gpus,
-    load_config,
-    read_yaml,
-    selections_for,
-)
-
-CODE_ROOT = "src/pipeline"
+from pipeline.codedeps import PACKAGE
+from pipeline.config import PATHS, load_config
+from pipeline.jobs import PARAMS, PARAMS_ROOT, TEMPLATED, Job, code_path, jobs, launcher
 
 
-def _has_key(tree: dict, dotted: str) -> bool:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
+def _template(pattern: str) -> str:
+    """A path pattern with DVC's ``${item.key}`` for Python's ``{key}``."""
+    return re.sub(r"\{(\w+)\}", r"${item.\1}", pattern)
 
 
-def _params(files: dict[str, dict], keys: Iterable[str]) -> list[dict[str, list[str]]]:
-    listed = []
-    for name, content in files.items():
-        present = [key for key in keys if _has_key(content, key)]
-        if present:
-            listed.append({name: present})
-    return listed
+def _keys(job: Job) -> dict[str, Any]:
+    parts = job.name.split(".")
+    if job.kind == "search":
+        return {"dataset": parts[0], "search": parts[1], "seed": int(parts[2][4:])}
+    if job.kind == "transfer":
+        return {"target": parts[0], "dataset": parts[1], "search": parts[2], "select": parts[3], "seed": int(parts[4][4:])}
+    return {"dataset": parts[0], "search": parts[1], "select": parts[2], "seed": int(parts[3][4:])}
 
 
-def _code(stage: str) -> list[str]:
-    return [f"{CODE_ROOT}/{name}" for name in STAGE_CODE[stage]]
+def _cli(stage: str, params: str, args: str, launch: str = "python") -> str:
+    return f"{launch} -m pipeline {stage.replace('_', '-')} --params-file {params} {args}".rstrip()
 
 
-def _launcher(config: dict, stage: str) -> str:
-    gpus = launch_gpus(config, stage)
-    return "python" if gpus == 1 else f"torchrun --standalone --nproc_per_node {gpus}"
+def _templates(config: dict, kinds: set[str]) -> dict[str, dict]:
+    data = _template(PATHS["data"])
+    search_dir, retrain_dir = _template(PATHS["search_dir"]), _template(PATHS["retrain_dir"])
+    genotype, decisions = _template(PATHS["genotype"]), _template(PATHS["decisions"])
+    transfer_dir = _template(PATHS["transfer_dir"])
+    stages: dict[str, dict] = {}
+    if "search" in kinds:
+        stages["search"] = {
+            "cmd": _cli("search", _template(PARAMS["search"]), f"--data {data} --out-dir {search_dir}"),
+            "deps": [_template(PARAMS["search"]), code_path("search"), data],
+            "outs": [f"{search_dir}/supernet.pt", f"{search_dir}/metrics.h5"],
+        }
+    if "select" in kinds:
+        stages["select"] = {
+            "cmd": _cli("select", _template(PARAMS["select"]),
+                        f"--supernet {search_dir}/supernet.pt --data {data} --out {genotype} --decisions {decisions}"),
+            "deps": [_template(PARAMS["select"]), code_path("select"), f"{search_dir}/supernet.pt", data],
+            "outs": [genotype, decisions],
+        }
+    if "retrain" in kinds:
+        stages["retrain"] = {
+            "cmd": _cli("retrain", _template(PARAMS["retrain"]), f"--genotype {genotype} --data {data} --out-dir {retrain_dir}",
+                        launcher(config, "retrain")),
+            "deps": [_template(PARAMS["retrain"]), code_path("retrain"), genotype, data],
+            "outs": [f"{retrain_dir}/model.pt", f"{retrain_dir}/metrics.h5"],
+        }
+    if "latency" in kinds:
+        measure = config["latency"]["method"] == "measure"
+        record = _template(PATHS["latency"])
+        stages["latency"] = {
+            "cmd": _cli("latency", _template(PARAMS["latency"]),
+                        f"--genotype {genotype}" + (f" --data {data}" if measure else "") + f" --out {record}"),
+            "deps": [_template(PARAMS["latency"]), code_path("latency"), genotype] + ([data] if measure else []),
+            "outs": [record],
+        }
+    if "transfer" in kinds:
+        source = config["data"][config["transfer"]["dataset"]]["source"]
+        stages["transfer"] = {
+            "cmd": _cli("transfer", _template(PARAMS["transfer"]), f"--genotype {genotype} --out-dir {transfer_dir}",
+                        launcher(config, "transfer")),
+            "deps": [_template(PARAMS["transfer"]), code_path("transfer"), genotype, source["train"], source["test"]],
+            "outs": [f"{transfer_dir}/model.pt", f"{transfer_dir}/metrics.h5"],
+        }
+    return {kind: {"foreach": f"${{{kind}}}", "do": stage} for kind, stage in stages.items()}
 
 
-def _latency_stage(stages, cli, files, config, genotype, data_out, keys, select) -> str:
-    """One architecture's latency; 'measure' also reads the data (classes, image size)."""
-    out = PATHS["latency"].format(select=select, **keys)
-    method = config["latency"]["method"]
-    params = ["latency.method", f"latency.{method}"]
-    deps, data_arg = [genotype], ""
-    if method == "measure":
-        params += ["retrain.init_channels", "retrain.layers"] + [f"runtime.{key}" for key in NUMERIC_RUNTIME]
-        deps, data_arg = [genotype, data_out], f" --data {data_out}"
-    stages[f"latency_{keys['dataset']}_{keys['search']}_{select}_seed{keys['seed']}"] = {
-        "cmd": f"{cli.format(stage='latency')} --dataset {keys['dataset']} --seed {keys['seed']}"
-        f" --genotype {genotype}{data_arg} --out {out}",
-        "deps": deps + _code("latency"),
-        "params": _params(files, params),
-        "outs": [out],
-    }
-    return out
-
-
-def _latency_table_stages(stages, cli, files, dataset, metrics, latency_files) -> None:
-    """The filter over every architecture's latency, and the table with latency columns."""
-    filter_out = PATHS["latency_filter"].format(dataset=dataset)
-    stages[f"latency_filter_{dataset}"] = {
-        "cmd": f"{cli.format(stage='latency-filter')} --dataset {dataset} --out {filter_out} " + " ".join(latency_files),
-        "deps": latency_files + _code("latency_filter"),
-        "params": _params(files, ["latency.target_ms"]),
-        "outs": [filter_out],
-    }
-    table = PATHS["latency_table"].format(dataset=dataset)
-    stages[f"tables_latency_{dataset}"] = {
-        "cmd": f"{cli.format(stage='tables')} --dataset {dataset} --latency {filter_out} --out {table} " + " ".join(metrics),
-        "deps": metrics + [filter_out] + _code("tables"),
-        "params": _params(files, ["benchmarks"]),
-        "outs": [table],
-    }
+def _written_out(job: Job) -> dict:
+    stage = {"cmd": _cli(job.stage, job.params, job.args), "deps": [job.params, job.code, *job.deps], "outs": list(job.outs)}
+    if job.kind == "tables":
+        # `dvc metrics show` reads the JSON; `dvc plots show` draws test error per method.
+        table, table_metrics = stage.pop("outs")
+        stage["metrics"] = [table_metrics]
+        stage["plots"] = [{table: {"x": "test_error_mean", "y": "search_method", "template": "bar_horizontal"}}]
+    return stage
 
 
 def render_dvc_yaml(config_paths: list[str]) -> str:
     config = load_config(config_paths)
-    files = {str(path): read_yaml(path) for path in config_paths}
     configs = " ".join(f"--config {path}" for path in config_paths)
-    cli = "python -m pipeline {stage} " + configs
-    runtime_keys = [f"runtime.{key}" for key in NUMERIC_RUNTIME]
-    dataset = config["dataset"]
-    stages: dict[str, dict] = {}
-
-    data_out = PATHS["data"].format(dataset=dataset)
-    source = config["data"][dataset]["source"]
-    source_files = sorted({source[split] for split in ("train", "test") if split in source})
-    stages[f"data_{dataset}"] = {
-        "cmd": f"{cli.format(stage='data')} --dataset {dataset} --out {data_out}",
-        "deps": _code("data") + source_files,
-        "params": _params(files, [f"data.{dataset}"]),
-        "outs": [data_out],
+    all_jobs = jobs(config)
+    kinds = {job.kind for job in all_jobs}
+    variables: list[dict] = []
+    for kind in TEMPLATED:
+        items = {job.name: _keys(job) for job in all_jobs if job.kind == kind}
+        if items:
+            variables.append({kind: items})
+    stages: dict[str, dict] = {
+        "params": {
+            "cmd": f"python -m pipeline params {configs} --dvc-yaml dvc.yaml",
+            "deps": [*config_paths, f"src/{PACKAGE}"],
+            "outs": [PARAMS_ROOT],
+        }
     }
-    metrics, latency_files = [], []
-    for search in config["search"]["run"]:
-        for seed in config["seeds"]:
-            keys = {"dataset": dataset, "search": search, "seed": seed}
-            search_dir = PATHS["search_dir"].format(**keys)
-            stages[f"search_{dataset}_{search}_seed{seed}"] = {
-                "cmd": f"{cli.format(stage='search')} --dataset {dataset} --method {search} --seed {seed}"
-                f" --data {data_out} --out-dir {search_dir}",
-                "deps": [data_out] + _code("search"),
-                "params": _params(files, ["search.settings", f"search.methods.{search}"] + runtime_keys),
-                "outs": [f"{search_dir}/supernet.pt", f"{search_dir}/metrics.h5"],
-            }
-            for select in selections_for(config, search):
-                genotype = PATHS["genotype"].format(select=select, **keys)
-                decisions = PATHS["decisions"].format(select=select, **keys)
-                retrain_dir = PATHS["retrain_dir"].format(select=select, **keys)
-                stages[f"select_{dataset}_{search}_{select}_seed{seed}"] = {
-                    "cmd": f"{cli.format(stage='select')} --dataset {dataset} --method {select} --seed {seed}"
-                    f" --supernet {search_dir}/supernet.pt --data {data_out} --out {genotype} --decisions {decisions}",
-                    "deps": [f"{search_dir}/supernet.pt", data_out] + _code("select"),
-                    "params": _params(files, [f"select.methods.{select}"] + runtime_keys),
-                    "outs": [genotype, decisions],
-                }
-                stages[f"retrain_{dataset}_{search}_{select}_seed{seed}"] = {
-                    "cmd": f"{_launcher(config, 'retrain')} -m pipeline retrain {configs} --dataset {dataset} --seed {seed}"
-                    f" --genotype {genotype} --data {data_out} --out-dir {retrain_dir}",
-                    "deps": [genotype, data_out] + _code("retrain"),
-                    "params": _params(files, ["retrain"] + runtime_keys),
-                    "outs": [f"{retrain_dir}/model.pt", f"{retrain_dir}/metrics.h5"],
-                }
-                metrics.append(f"{retrain_dir}/metrics.h5")
-                if "latency" in config:
-                    latency_files.append(_latency_stage(stages, cli, files, config, genotype, data_out, keys, select))
-    table = PATHS["table"].format(dataset=dataset)
-    table_metrics = PATHS["table_metrics"].format(dataset=dataset)
-    stages[f"tables_{dataset}"] = {
-        "cmd": f"{cli.format(stage='tables')} --dataset {dataset} --out {table} --metrics-out {table_metrics} "
-        + " ".join(metrics),
-        "deps": metrics + _code("tables"),
-        "params": _params(files, ["benchmarks"]),
-        # `dvc metrics show` reads the JSON; `dvc plots show` draws test error per method.
-        "metrics": [table_metrics],
-        "plots": [{table: {"x": "test_error_mean", "y": "search_method", "template": "bar_horizontal"}}],
-    }
-    transfer = config.get("transfer")
-    if transfer is not None and transfer["enabled"]:
-        stages.update(_transfer_stages(config, files, configs, runtime_keys))
-    if "latency" in config:
-        _latency_table_stages(stages, cli, files, dataset, metrics, latency_files)
+    stages.update({job.dvc_name: _written_out(job) for job in all_jobs if job.kind == "data"})
+    stages.update(_templates(config, kinds))
+    stages.update({job.dvc_name: _written_out(job) for job in all_jobs if job.kind not in TEMPLATED + ("data",)})
     header = (
-        "# Generated by `pipeline dvc-yaml "
-        + " ".join(f"--config {path}" for path in config_paths)
-        + " --out dvc.yaml`; regenerate rather than edit.\n"
+        f"# Generated by `pipeline dvc-yaml {configs} --out dvc.yaml`; regenerate rather than edit.\n"
+        "# vars: the job set of those configs; stages: 'params' writes each job's parameters file and\n"
+        "# each stage kind's code file (results/params), then one stage per kind, templated over its jobs.\n"
     )
-    return header + yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)
-
-
-def _transfer_stages(config: dict, files: dict[str, dict], configs: str, runtime_keys: list[str]) -> dict[str, dict]:
-    """The transfer jobs and their table (only when ``transfer.enabled``, as in Snakemake's 'all')."""
-    transfer, dataset = config["transfer"], config["dataset"]
-    target = transfer["dataset"]
-    source = config["data"][target]["source"]
-    setting_keys = [f"transfer.{key}" for key in transfer if key not in LAUNCH_KEYS | TRANSFER_SELECTION_KEYS]
-    stages: dict[str, dict] = {}
-    metrics = []
-    for search in config["search"]["run"]:
-        for select in selections_for(config, search):
-            for seed in transfer["seeds"]:
-                keys = {"dataset": dataset, "search": search, "select": select, "seed": seed}
-                genotype = PATHS["genotype"].format(**keys)
-                out_dir = PATHS["transfer_dir"].format(target=target, **keys)
-                stages[f"transfer_{target}_{dataset}_{search}_{select}_seed{seed}"] = {
-                    "cmd": f"{_launcher(config, 'transfer')} -m pipeline transfer {configs} --dataset {target} --seed {seed}"
-                    f" --genotype {genotype} --out-dir {out_dir}",
-                    "deps": [genotype, source["train"], source["test"]] + _code("transfer"),
-                    "params": _params(files, [f"data.{target}"] + setting_keys + runtime_keys),
-                    "outs": [f"{out_dir}/model.pt", f"{out_dir}/metrics.h5"],
-                }
-                metrics.append(f"{out_dir}/metrics.h5")
-    table = PATHS["table"].format(dataset=target)
-    stages[f"tables_{target}"] = {
-        "cmd": f"python -m pipeline tables {configs} --dataset {target} --out {table} " + " ".join(metrics),
-        "deps": metrics + _code("tables"),
-        "outs": [table],
-    }
-    return stages
+    # one line per job; the stages in block style (a `${...}` cannot stand in a flow list)
+    return (
+        header
+        + yaml.safe_dump({"vars": variables}, sort_keys=False, width=1000, default_flow_style=None)
+        + yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)
+    )

@@ -46,6 +46,16 @@ class Registry(Generic[T]):
         return name in self._items
 
 
+def registries(*names: str) -> tuple[Any, ...]:
+    """The packages ``pipeline.<name>`` (search, select, spaces, latency), imported on use.
+
+    Config checks look methods up by name through this, so that the code dependencies
+    derived from imports (``codedeps``) do not make every stage depend on every method:
+    what the lookups decide reaches a job through its parameters file.
+    """
+    return tuple(importlib.import_module(f"pipeline.{name}") for name in names)
+
+
 def import_submodules(package_name: str, package_path: Any) -> None:
     """Import every module of a package so that their ``register`` calls run."""
     for info in pkgutil.iter_modules(package_path):

@@ -6,23 +6,24 @@ from pathlib import Path
 from pipeline.cluster import RESOURCE_KEYS, job_resources
 from pipeline.config import (
     PATHS,
-    STAGE_CODE,
     ConfigError,
     search_settings,
     launch_gpus,
     selections_for,
-    stage_params,
     validate_config,
 )
+from pipeline.jobs import PARAMS, code_path, write_job_files
 
 try:
     validate_config(config)
+    # Each job's parameters file and each stage's code file, rewritten only when their
+    # content changes: every rule reads its job's two files, as every DVC stage does.
+    write_job_files(config, ".", repo=workflow.basedir)
 except ConfigError as exc:
     # One line naming the key or file, before any job starts.
     sys.stderr.write(f"config error: {exc}\n")
     sys.exit(1)
 
-SRC = Path(workflow.basedir) / "src" / "pipeline"
 THREADS = config["runtime"]["threads"]
 
 DATA = PATHS["data"]
@@ -41,28 +42,11 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
-def code_files(stage):
-    """Library sources the stage runs: editing them reruns it (mtime trigger)."""
-    files = []
-    for name in STAGE_CODE[stage]:
-        path = SRC / name
-        files.extend(
-            sorted(str(p) for p in path.glob("*.py")) if path.is_dir() else [str(path)]
-        )
-    return files
-
-
 def data_source_files(wildcards):
     """Local source files of a dataset: replacing them reruns the data stage."""
     source = config["data"][wildcards.dataset]["source"]
     paths = [source[key] for key in ("train", "test", "root") if key in source]
     return sorted({path for path in paths if Path(path).exists()})
-
-
-def stage_json(stage, wildcards, **keys):
-    """The job's own parameters; Snakemake reruns the job when they change."""
-    params = stage_params(config, stage, dataset=wildcards.dataset, **keys)
-    return json.dumps(params, sort_keys=True)
 
 
 def table_path(dataset):
@@ -153,14 +137,6 @@ def launcher(stage):
 def gpu_resource(stage):
     """GPUs a job of the stage reserves (the Slurm executor's `gpu` resource); none on CPU."""
     return 0 if config["runtime"]["device"] == "cpu" else launch_gpus(config, stage)
-
-
-def transfer_json(wildcards):
-    """The transfer job's own parameters; Snakemake reruns the job when they change."""
-    params = stage_params(
-        config, "transfer", dataset=wildcards.target, seed=wildcards.seed
-    )
-    return json.dumps(params, sort_keys=True)
 
 
 def transfer_source_dirs(wildcards):

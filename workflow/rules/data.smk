@@ -1,7 +1,8 @@
 rule prepare_data:
     input:
         source=data_source_files,
-        code=code_files("data"),
+        params=PARAMS["data"],
+        code=code_path("data"),
     output:
         DATA,
     log:
@@ -10,7 +11,5 @@ rule prepare_data:
         "../envs/pipeline.yaml"
     resources:
         **slurm_resources("data"),
-    params:
-        stage=lambda w: stage_json("data", w),
     shell:
-        "python -m pipeline data --params {params.stage:q} --out {output} 2> {log}"
+        "python -m pipeline data --params-file {input.params} --out {output} 2> {log}"

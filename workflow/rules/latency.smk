@@ -4,7 +4,8 @@ rule latency:
     input:
         unpack(latency_inputs),
         genotype=GENOTYPE,
-        code=code_files("latency"),
+        params=PARAMS["latency"],
+        code=code_path("latency"),
     output:
         PATHS["latency"],
     log:
@@ -15,17 +16,17 @@ rule latency:
     resources:
         **slurm_resources("latency"),
     params:
-        stage=lambda w: stage_json("latency", w, seed=w.seed),
         data=lambda w, input: f"--data {input.data}" if "data" in input.keys() else "",
     shell:
-        "python -m pipeline latency --params {params.stage:q} --genotype {input.genotype}"
+        "python -m pipeline latency --params-file {input.params} --genotype {input.genotype}"
         " {params.data} --out {output} --threads {threads} 2> {log}"
 
 
 rule latency_filter:
     input:
         latency=latency_files,
-        code=code_files("latency_filter"),
+        params=PARAMS["latency_filter"],
+        code=code_path("latency_filter"),
     output:
         PATHS["latency_filter"],
     log:
@@ -34,10 +35,8 @@ rule latency_filter:
         "../envs/pipeline.yaml"
     resources:
         **slurm_resources("latency_filter"),
-    params:
-        stage=lambda w: stage_json("latency_filter", w),
     shell:
-        "python -m pipeline latency-filter --params {params.stage:q} --out {output}"
+        "python -m pipeline latency-filter --params-file {input.params} --out {output}"
         " {input.latency} > {log} 2>&1"
 
 
@@ -45,7 +44,8 @@ rule tables_latency:
     input:
         metrics=retrain_metrics,
         latency=PATHS["latency_filter"],
-        code=code_files("tables"),
+        params=PARAMS["tables"],
+        code=code_path("tables"),
     output:
         report(
             PATHS["latency_table"],
@@ -58,17 +58,15 @@ rule tables_latency:
         "../envs/pipeline.yaml"
     resources:
         **slurm_resources("tables"),
-    params:
-        stage=lambda w: stage_json("tables", w),
     shell:
-        "python -m pipeline tables --params {params.stage:q} --latency {input.latency}"
+        "python -m pipeline tables --params-file {input.params} --latency {input.latency}"
         " --out {output} {input.metrics} > {log} 2>&1"
 
 
 rule plot_latency:
     input:
         table=PATHS["latency_table"],
-        code=code_files("plots"),
+        code=code_path("plots"),
     output:
         report(
             PATHS["latency_plot"],

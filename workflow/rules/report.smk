@@ -5,7 +5,7 @@
 rule draw_genotype:
     input:
         genotype=GENOTYPE,
-        code=code_files("plots"),
+        code=code_path("plots"),
     output:
         report(
             PATHS["genotype_picture"],
@@ -25,7 +25,7 @@ rule draw_genotype:
 rule plot_decisions:
     input:
         decisions=PATHS["decisions"],
-        code=code_files("plots"),
+        code=code_path("plots"),
     output:
         report(
             PATHS["decisions_plot"],
@@ -47,7 +47,7 @@ rule plot_decisions:
 rule plot_search:
     input:
         metrics=f"{SEARCH_DIR}/metrics.h5",
-        code=code_files("plots"),
+        code=code_path("plots"),
     output:
         report(
             directory(PATHS["search_plots"]),
@@ -68,7 +68,7 @@ rule plot_search:
 rule plot_retrain:
     input:
         metrics=f"{RETRAIN_DIR}/metrics.h5",
-        code=code_files("plots"),
+        code=code_path("plots"),
     output:
         report(
             directory(PATHS["retrain_plots"]),

@@ -2,7 +2,8 @@ rule retrain:
     input:
         genotype=GENOTYPE,
         data=DATA,
-        code=code_files("retrain"),
+        params=PARAMS["retrain"],
+        code=code_path("retrain"),
     output:
         model=f"{RETRAIN_DIR}/model.pt",
         metrics=f"{RETRAIN_DIR}/metrics.h5",
@@ -14,10 +15,9 @@ rule retrain:
     resources:
         **slurm_resources("retrain"),
     params:
-        stage=lambda w: stage_json("retrain", w, seed=w.seed),
         out_dir=RETRAIN_DIR,
         launcher=launcher("retrain"),
     shell:
         # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
-        "exec {params.launcher} -m pipeline retrain --params {params.stage:q} --genotype {input.genotype}"
+        "exec {params.launcher} -m pipeline retrain --params-file {input.params} --genotype {input.genotype}"
         " --data {input.data} --out-dir {params.out_dir} --threads {threads} 2> {log}"

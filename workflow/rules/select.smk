@@ -2,7 +2,8 @@ rule select:
     input:
         supernet=f"{SEARCH_DIR}/supernet.pt",
         data=DATA,
-        code=code_files("select"),
+        params=PARAMS["select"],
+        code=code_path("select"),
     output:
         genotype=GENOTYPE,
         decisions=DECISIONS,
@@ -13,9 +14,7 @@ rule select:
     threads: THREADS
     resources:
         **slurm_resources("select"),
-    params:
-        stage=lambda w: stage_json("select", w, method=w.select, seed=w.seed),
     shell:
-        "python -m pipeline select --params {params.stage:q} --supernet {input.supernet}"
+        "python -m pipeline select --params-file {input.params} --supernet {input.supernet}"
         " --data {input.data} --out {output.genotype} --decisions {output.decisions}"
         " --threads {threads} 2> {log}"

@@ -1,7 +1,8 @@
 rule tables:
     input:
         metrics=retrain_metrics,
-        code=code_files("tables"),
+        params=PARAMS["tables"],
+        code=code_path("tables"),
     output:
         table=report(
             table_path("{dataset}"), caption="../report/table.rst", category="Tables"
@@ -13,8 +14,6 @@ rule tables:
         "../envs/pipeline.yaml"
     resources:
         **slurm_resources("tables"),
-    params:
-        stage=lambda w: stage_json("tables", w),
     shell:
-        "python -m pipeline tables --params {params.stage:q} --out {output.table}"
+        "python -m pipeline tables --params-file {input.params} --out {output.table}"
         " --metrics-out {output.metrics} {input.metrics} > {log} 2>&1"

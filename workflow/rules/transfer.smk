@@ -2,7 +2,8 @@ rule transfer:
     input:
         genotype=GENOTYPE,
         source=transfer_source_dirs,
-        code=code_files("transfer"),
+        params=PARAMS["transfer"],
+        code=code_path("transfer"),
     output:
         model=f"{TRANSFER_DIR}/model.pt",
         metrics=f"{TRANSFER_DIR}/metrics.h5",
@@ -14,12 +15,11 @@ rule transfer:
     resources:
         **slurm_resources("transfer"),
     params:
-        stage=transfer_json,
         out_dir=TRANSFER_DIR,
         launcher=launcher("transfer"),
     shell:
         # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
-        "exec {params.launcher} -m pipeline transfer --params {params.stage:q} --genotype {input.genotype}"
+        "exec {params.launcher} -m pipeline transfer --params-file {input.params} --genotype {input.genotype}"
         " --out-dir {params.out_dir} --threads {threads} 2> {log}"
 
 
@@ -30,7 +30,8 @@ ruleorder: transfer_tables > tables
 rule transfer_tables:
     input:
         metrics=transfer_metrics,
-        code=code_files("tables"),
+        params=PARAMS["tables"].format(dataset=config["transfer"]["dataset"]),
+        code=code_path("tables"),
     output:
         report(
             table_path(config["transfer"]["dataset"]),
@@ -43,10 +44,5 @@ rule transfer_tables:
         "../envs/pipeline.yaml"
     resources:
         **slurm_resources("tables"),
-    params:
-        stage=json.dumps(
-            stage_params(config, "tables", dataset=config["transfer"]["dataset"]),
-            sort_keys=True,
-        ),
     shell:
-        "python -m pipeline tables --params {params.stage:q} --out {output} {input.metrics} > {log} 2>&1"
+        "python -m pipeline tables --params-file {input.params} --out {output} {input.metrics} > {log} 2>&1"
