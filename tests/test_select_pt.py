@@ -513,3 +513,21 @@ def test_truncated_or_incompatible_supernet_is_rejected_naming_the_file(tiny_sup
          "--data", str(tiny8_data), "--out", str(out)], capture_output=True, text=True,
     )
     assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1 and "truncated.pt" in cli.stderr
+
+
+# ---------------------------------------------------------------- the papers' configuration
+
+
+def test_papers_config_runs_darts_plus_pt_on_the_space_without_none_in_reference_mode():
+    from conftest import REPO
+    from pipeline.config import load_config, read_yaml, search_settings, selections_for
+
+    load_config([REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml"])  # valid (the demo has the data)
+    config = read_yaml(REPO / "config" / "config.yaml")
+    assert search_settings(config, "darts_1st_nonone")["space"] == "darts_nonone"  # darts-pt's s5
+    assert config["search"]["methods"]["darts_1st_nonone"]["order"] == 1  # darts-pt searches 1st order
+    assert selections_for(config, "darts_1st_nonone") == ["pt", "pt_mag"]
+    reference = {"topology_rule": "reference", "schedule": "reference", "finetune_lr": "constant", "exclude_ops": None}
+    assert {key: PT_OPTIONS[key]["default"] for key in reference} == reference
+    for name in ("pt", "pt_mag"):
+        assert {key: config["select"]["methods"][name][key] for key in reference} == reference

@@ -151,7 +151,9 @@ def tuning_plan(decisions: int, interval: int, schedule: str, ops_only: bool) ->
     ``finetune_epochs``. ``reference``: darts-pt's pt_project, where a decision comes at
     every epoch divisible by the interval and at the last epoch, and each epoch tunes once;
     its DARTS-space script runs interval x (decisions - 1) + 1 epochs, its NB201 script
-    interval x (decisions - 1), so there the last decision comes one epoch early."""
+    interval x (decisions - 1), so there the last decision comes one epoch early (at an
+    interval of 1, right after the one before: darts-pt's loop would leave that edge
+    undecided)."""
     if decisions == 0:
         return []
     if interval == 0:
