@@ -154,3 +154,19 @@ def test_reference_tuning_keeps_the_rate_and_trains_alpha_of_undecided_edges(non
     w = reference.projected("normal")
     decided = [e for e in range(14) if not reference.undecided["normal"][e]][0]
     assert w[decided].tolist() == reference.proj_weights["normal"][decided].tolist()  # one-hot whatever alpha does
+
+
+@pytest.mark.parametrize("fraction, prune", [(0.5, False), (1.0, True)])
+def test_bench_times_both_sides_on_the_same_projected_state(nonone_state, fraction, prune):
+    import select_pt
+
+    space, model, alpha, images, labels = nonone_state
+    net = ProjectedSupernet(model, space)
+    select_pt.make_state(space, net, fraction, prune, np.random.default_rng(1))
+    leaves = {k: a.clone().requires_grad_(True) for k, a in alpha.items()}
+    reference = ref.ReferencePT(space, model, leaves, None)
+    select_pt.mirror_state(reference, net)
+    ours = net.project({k: a.softmax(-1) for k, a in alpha.items()})
+    for kind in space.cell_types:
+        torch.testing.assert_close(reference.projected(kind).detach(), ours[kind])
+        assert (ours[kind].sum(1) == 0).sum() == (6 if prune else 0)  # dropped edges: 14 - 8
