@@ -30,9 +30,10 @@ def test_magnitude_keeps_top_two_edges_by_strongest_non_none_op():
     normal[3, OPS.index("avg_pool_3x3")] = 0.03
     cells = parse_magnitude(space, {"normal": normal, "reduce": weights_with({})})
     edges = cells["normal"]["edges"]
-    assert edges[:2] == [{"node": 2, "input": 0, "op": "max_pool_3x3"}, {"node": 2, "input": 1, "op": "sep_conv_3x3"}]
-    # 'none' dominates edge 3 but does not count: node 3 keeps inputs 0 and 2.
-    assert edges[2:4] == [{"node": 3, "input": 0, "op": "skip_connect"}, {"node": 3, "input": 2, "op": "dil_conv_5x5"}]
+    # A node's inputs are listed strongest first, as DARTS' genotype() prints them.
+    assert edges[:2] == [{"node": 2, "input": 1, "op": "sep_conv_3x3"}, {"node": 2, "input": 0, "op": "max_pool_3x3"}]
+    # 'none' dominates edge 3 but does not count: node 3 keeps inputs 2 and 0.
+    assert edges[2:4] == [{"node": 3, "input": 2, "op": "dil_conv_5x5"}, {"node": 3, "input": 0, "op": "skip_connect"}]
     assert len(edges) == 8 and cells["normal"]["concat"] == [2, 3, 4, 5]
 
 

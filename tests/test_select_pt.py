@@ -20,7 +20,7 @@ from pipeline.search import METHODS as SEARCH_METHODS
 from pipeline.search.loop import run_search
 from pipeline.select.base import DecisionLog
 from pipeline.select.magnitude import parse_magnitude
-from pipeline.select.pt import PT_OPTIONS, PerturbationSelection
+from pipeline.select.pt import PT_OPTIONS, PerturbationSelection, tuning_plan
 from pipeline.select.run import run_select
 from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets
 from pipeline.spaces import get_space
@@ -125,6 +125,105 @@ def test_same_seed_same_decisions_and_other_seeds_change_only_the_order():
         assert cells == first[0]  # on this supernet every decision is order-independent
         orders.add(tuple((d["cell_type"], d["edge"]) for d in record.decisions))
     assert len(orders) > 1  # ... but the seed sets the order
+
+
+# ---------------------------------------------------------------- topology: darts-pt's rule vs greedy
+
+
+class ThreeNodeSpace(CellSpace):
+    steps = 3  # node 4 reads nodes 0..3: four edges (5, 6, 7, 8), two to drop
+
+
+# Accuracy by the set of node 4's inputs dropped (other nodes do not matter). Single
+# removals: 0 -> 50, 1 -> 60, 2 -> 80, 3 -> 85, so darts-pt's rule keeps inputs 0 and 1.
+# Sequentially, 3 goes first (85); without it dropping 1 leaves the most (45), so the
+# greedy rule keeps inputs 0 and 2.
+NODE4_ACCURACY = {(): 90, (0,): 50, (1,): 60, (2,): 80, (3,): 85, (0, 3): 40, (1, 3): 45, (2, 3): 30}
+
+
+class AccuracyTable(nn.Module):
+    """Sample i (of 100, label 1) is classified right iff i < the accuracy of the node-4
+    inputs that are active (an edge is active while any of its op weights is not 0)."""
+
+    def forward(self, x, weights):
+        w = weights["normal"]
+        active = w.reshape(-1, *w.shape[-2:]).sum(-1).ne(0)[:, 5:9]  # (1 or samples, 4)
+        table = {tuple(i for i in range(4) if i not in dropped): acc for dropped, acc in NODE4_ACCURACY.items()}
+        acc = torch.tensor([table.get(tuple(torch.nonzero(row).flatten().tolist()), 20) for row in active], dtype=torch.float)
+        right = x[:, 0] < acc.expand(len(x))
+        return torch.stack([torch.zeros(len(x)), torch.where(right, 1.0, -1.0)], 1)
+
+
+def run_table(rule):
+    space = ThreeNodeSpace("three_nodes", ("skip_connect", "sep_conv_3x3"))
+    x = torch.arange(100, dtype=torch.float).view(-1, 1)
+    loader = TensorLoader(x, torch.ones(100, dtype=torch.long), 100)
+    uniform = {kind: torch.full((9, 2), 0.5) for kind in space.cell_types}
+    record = DecisionLog()
+    selection = PerturbationSelection(
+        space, ProjectedSupernet(AccuracyTable(), space), loader, pt_options(topology_rule=rule), 0, CPU, "none", record, "pt",
+        current_weights=lambda: uniform,
+    )
+    cells = selection.run()
+    return {e["input"] for e in cells["normal"]["edges"] if e["node"] == 4}, record
+
+
+def test_reference_topology_keeps_the_edges_whose_single_removal_hurts_most_greedy_the_sequential_pair():
+    kept, record = run_table("reference")
+    assert kept == {0, 1}
+    greedy, greedy_record = run_table("greedy")
+    assert greedy == {0, 2}
+    for rec, second in ((record, {0: 50, 1: 60, 2: 80}), (greedy_record, {0: 40, 1: 45, 2: 30})):
+        rows = [i for i, d in enumerate(rec.decisions) if d["kind"] == "edge" and d["node"] == 4 and d["cell_type"] == "normal"]
+        scores = [{c["input"]: c["score"] for c in rec.candidates if c["decision"] == row} for row in rows]
+        assert scores == [{0: 50, 1: 60, 2: 80, 3: 85}, second]  # what each rule compared, round by round
+        assert [rec.decisions[row]["input"] for row in rows] == [3, 2 if rec is record else 1]
+
+
+# ---------------------------------------------------------------- NAS-Bench-201: `none` is a candidate
+
+
+class HarmfulEdge(nn.Module):
+    """NB201 cell weights (6 edges x none, skip, conv1x1, conv3x3, pool); x = (signal,
+    noise), label = signal > 0. On edge 0 every op but none carries only noise; elsewhere
+    conv3x3 carries the signal and the other ops noise."""
+
+    def forward(self, x, weights):
+        w = weights["cell"]
+        logit = 0
+        for e in range(6):
+            noisy = w[..., e, 1] + w[..., e, 2] + w[..., e, 4] + (w[..., e, 3] if e == 0 else 0)
+            logit = logit + noisy * x[:, 1] + (0 if e == 0 else w[..., e, 3] * 2 * x[:, 0])
+        return torch.stack([-logit, logit], 1)
+
+
+@pytest.mark.parametrize("exclude", [None, ["none"]])
+def test_pt_on_nb201_keeps_none_where_every_other_op_hurts_unless_excluded(exclude):
+    space = get_space("nb201")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 2, generator=g) * torch.tensor([1.0, 3.0])
+    loader = TensorLoader(x, (x[:, 0] > 0).long(), 1000)
+    uniform = {"cell": torch.full((6, 5), 0.2)}
+    selection = PerturbationSelection(
+        space, ProjectedSupernet(HarmfulEdge(), space), loader, pt_options(exclude_ops=exclude), 0, CPU, "none", DecisionLog(), "pt",
+        current_weights=lambda: uniform,
+    )
+    ops = {e["input"] * 10 + e["node"]: e["op"] for e in selection.run()["cell"]["edges"]}
+    edge0 = ops.pop(1)  # node 0 -> node 1
+    assert (edge0 == "none") == (exclude is None)
+    assert set(ops.values()) == {"nor_conv_3x3"}
+
+
+# ---------------------------------------------------------------- the decision schedule
+
+
+def test_tuning_plans_put_the_decisions_at_darts_pts_epochs():
+    darts = tuning_plan(17, 5, "reference", ops_only=False)  # 14 op + 3 topology steps
+    assert np.cumsum([0] + darts).tolist()[:-1] == list(range(0, 81, 5)) and sum(darts) == 81
+    nb201 = tuning_plan(6, 5, "reference", ops_only=True)
+    assert np.cumsum([0] + nb201).tolist()[:-1] == [0, 5, 10, 15, 20, 24] and sum(nb201) == 25
+    assert tuning_plan(17, 5, "even", ops_only=False) == [5] * 16 + [0]
+    assert tuning_plan(6, 0, "reference", ops_only=True) == [0] * 6
 
 
 # ---------------------------------------------------------------- the real supernet
@@ -246,17 +345,71 @@ def test_pt_runs_on_a_tiny_supernet_and_records_every_decision(method, tiny_supe
     assert not (tmp_path / "checkpoint").exists()  # resume point dropped once done
 
 
-def test_pt_on_nb201_decides_operations_only(tiny8_data, tmp_path):
+class TuningLog:
+    """Wraps select.pt's train_epoch: the tuning epoch each decision step came after, and
+    the optimiser's learning rate at every tuning step."""
+
+    def __init__(self, monkeypatch):
+        import pipeline.select.pt as pt_module
+
+        self.epochs, self.step_lrs = [], []
+        original = pt_module.train_epoch
+
+        def train_epoch(method, loaders, w_optimizer, lr, seed, epoch, desc, batch_size=None):
+            self.epochs.append(epoch - pt_module.FINETUNE_EPOCH_BASE)
+            lrs = []
+            step = method.train_step
+
+            def logged(*args, **kwargs):
+                lrs.append(w_optimizer.param_groups[0]["lr"])
+                return step(*args, **kwargs)
+
+            method.train_step = logged
+            try:
+                return original(method, loaders, w_optimizer, lr, seed, epoch, desc, batch_size)
+            finally:
+                method.train_step = step
+                self.step_lrs.append(lrs)
+
+        monkeypatch.setattr(pt_module, "train_epoch", train_epoch)
+
+
+def test_pt_on_nb201_decides_operations_at_darts_pts_epochs_with_none_a_candidate(tiny8_data, tmp_path, monkeypatch):
     params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10, "space": "nb201", "layers": 5, "init_channels": 4})
     supernet = run_search(params, tiny8_data, tmp_path / "search", threads=1)
-    options = select_params("pt", exclude_ops=[], eval_images=6)  # NB201 cells may hold 'none'
+    log = TuningLog(monkeypatch)
+    options = select_params("pt", eval_images=6, finetune_epochs=5)  # exclude_ops: null
     genotype = run_select(full_options(options), supernet, tiny8_data, tmp_path / "g" / "genotype.json", threads=1)
     record = artifacts.read_decisions(tmp_path / "g" / "decisions.h5")
     assert set(record.decisions["kind"]) == {"op"} and sorted(record.decisions["edge"]) == list(range(6))
     assert record.summary["topology"] is False and record.summary["eval_images"] == 6
-    assert (np.bincount(record.candidates["decision"]) == 5).all()  # all five NB201 ops are candidates
+    assert (np.bincount(record.candidates["decision"]) == 5).all()  # all five NB201 ops, 'none' included
+    assert record.summary["exclude_ops"] == []
     chosen = {(int(n), int(i)): c for n, i, c in zip(record.decisions["node"], record.decisions["input"], record.decisions["choice"])}
     assert {(e["node"], e["input"]): e["op"] for e in genotype["cells"]["cell"]["edges"]} == chosen
+    # darts-pt's NB201 script: 25 tuning epochs, decisions at the start of epochs 0, 5, 10, 15, 20, 24
+    assert log.epochs == list(range(25)) and record.summary["tune_epochs"] == 25
+    assert record.summary["decision_epochs"] == [0, 5, 10, 15, 20, 24]
+    rates = [lr for lrs in log.step_lrs for lr in lrs]
+    assert len(rates) >= 25 and rates == [pytest.approx(0.0025)] * len(rates)  # w_lr / 10, never decayed
+
+
+@pytest.mark.parametrize("finetune_lr", ["constant", "cosine"])
+def test_tuning_rate_is_constant_in_reference_mode_and_decays_in_cosine(finetune_lr, s2_supernet, tiny8_data, tmp_path, monkeypatch):
+    log = TuningLog(monkeypatch)
+    options = select_params("pt_mag", finetune_epochs=2, finetune_lr=finetune_lr)
+    run_select(full_options(options), s2_supernet, tiny8_data, tmp_path / "genotype.json", threads=1)
+    record = artifacts.read_decisions(tmp_path / "decisions.h5")
+    # 14 op + 3 topology steps, 2 epochs between decisions and one after the last: 33 epochs
+    assert record.summary["decision_epochs"] == list(range(0, 33, 2)) and log.epochs == list(range(33))
+    d = record.decisions
+    assert [int(d["step"][i]) for i in range(len(d["step"])) if d["kind"][i] == "edge"][:1] == [14]
+    assert all(len(lrs) >= 1 and len(set(lrs)) == 1 for lrs in log.step_lrs)  # one rate within an epoch
+    per_epoch = [lrs[0] for lrs in log.step_lrs]
+    if finetune_lr == "constant":
+        assert per_epoch == [pytest.approx(0.0025)] * 33
+    else:
+        assert per_epoch[0] == pytest.approx(0.0025) and all(a > b for a, b in zip(per_epoch, per_epoch[1:]))
 
 
 @pytest.mark.parametrize("algorithm", ["darts", "fix_alpha", "balenas", "sdarts", "sgas", "snas"])
@@ -360,3 +513,21 @@ def test_truncated_or_incompatible_supernet_is_rejected_naming_the_file(tiny_sup
          "--data", str(tiny8_data), "--out", str(out)], capture_output=True, text=True,
     )
     assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1 and "truncated.pt" in cli.stderr
+
+
+# ---------------------------------------------------------------- the papers' configuration
+
+
+def test_papers_config_runs_darts_plus_pt_on_the_space_without_none_in_reference_mode():
+    from conftest import REPO
+    from pipeline.config import load_config, read_yaml, search_settings, selections_for
+
+    load_config([REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml"])  # valid (the demo has the data)
+    config = read_yaml(REPO / "config" / "config.yaml")
+    assert search_settings(config, "darts_1st_nonone")["space"] == "darts_nonone"  # darts-pt's s5
+    assert config["search"]["methods"]["darts_1st_nonone"]["order"] == 1  # darts-pt searches 1st order
+    assert selections_for(config, "darts_1st_nonone") == ["pt", "pt_mag"]
+    reference = {"topology_rule": "reference", "schedule": "reference", "finetune_lr": "constant", "exclude_ops": None}
+    assert {key: PT_OPTIONS[key]["default"] for key in reference} == reference
+    for name in ("pt", "pt_mag"):
+        assert {key: config["select"]["methods"][name][key] for key in reference} == reference

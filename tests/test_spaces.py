@@ -20,7 +20,9 @@ def test_darts_v2_cifar_network_has_the_published_3_3m_parameters():
     space = get_space("darts")
     model = space.build_network(space.from_text(DARTS_V2), channels=36, layers=20, num_classes=10, auxiliary=True)
     params = count_parameters(model)  # auxiliary head excluded, as in the paper
-    assert abs(params / 1e6 - 3.3) <= 0.05
+    assert abs(params / 1e6 - 3.3) <= 0.05 and params == 3_349_342  # the original's 3.35M
+    # DARTS' AuxiliaryHeadCIFAR keeps its BatchNorm after the 768-channel conv
+    assert layer_types(model.auxiliary_head) == ["ReLU", "AvgPool2d", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU"]
     assert count_parameters(model, exclude=()) > params  # the head exists and is left out
 
 
@@ -30,6 +32,55 @@ def test_genotype_text_round_trip():
     assert cells["normal"]["edges"][5] == {"node": 4, "input": 0, "op": "skip_connect"}
     assert cells["reduce"]["concat"] == [2, 3, 4, 5]
     assert space.from_text(space.to_text(cells)) == cells
+
+
+def original_darts_gene(weights, primitives):
+    """The (op, input) list DARTS' model_search.genotype() prints for one cell's softmaxed
+    weights: per node the two inputs whose best non-none op weighs most, strongest first
+    (a stable sort: ties keep the lower input), each with its best non-none op (ties: the
+    earlier op)."""
+    none = primitives.index("none")
+    gene, start = [], 0
+    for inputs in range(2, 6):
+        rows = weights[start : start + inputs].tolist()
+        strength = [max(w for k, w in enumerate(row) if k != none) for row in rows]
+        for j in sorted(range(inputs), key=lambda j: -strength[j])[:2]:
+            best = None
+            for k, w in enumerate(rows[j]):
+                if k != none and (best is None or w > rows[j][best]):
+                    best = k
+            gene.append((primitives[best], j))
+        start += inputs
+    return gene
+
+
+def test_printed_genotype_is_the_originals_for_random_alphas_and_reads_back():
+    space = get_space("darts")
+    g = torch.Generator().manual_seed(0)
+    reordered = 0
+    for trial in range(200):
+        scale = 3.0 if trial % 2 else 1e-3  # trained-looking and freshly initialised alphas
+        weights = {kind: (scale * torch.randn(14, 8, generator=g)).softmax(-1) for kind in space.cell_types}
+        if trial % 10 == 0:  # exact ties between edges too
+            weights["normal"][2:5] = weights["normal"][2]
+        cells = space.parse(weights)
+        text = space.to_text(cells)
+        genes = {kind: original_darts_gene(weights[kind], list(space.primitives)) for kind in space.cell_types}
+        assert text == f"Genotype(normal={genes['normal']}, normal_concat=[2, 3, 4, 5], reduce={genes['reduce']}, reduce_concat=[2, 3, 4, 5])"
+        assert space.from_text(text) == cells
+        reordered += any(a[1] > b[1] for kind in genes for a, b in zip(genes[kind][::2], genes[kind][1::2]))
+    assert reordered > 100  # input order would differ from the original in most of them
+
+
+def test_genotype_texts_with_inputs_in_index_order_read_as_before():
+    space = get_space("darts")
+    cells = space.from_text(DARTS_V2)
+    swapped = DARTS_V2.replace("('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)", "('skip_connect', 2), ('max_pool_3x3', 1), ('skip_connect', 2)")
+    other = space.from_text(swapped)
+    key = lambda cell: sorted((e["node"], e["input"], e["op"]) for e in cell["edges"])
+    assert all(key(cells[kind]) == key(other[kind]) for kind in space.cell_types)
+    assert other["reduce"]["edges"][6:] == [{"node": 5, "input": 1, "op": "max_pool_3x3"}, {"node": 5, "input": 2, "op": "skip_connect"}]
+    assert space.to_text(other) != space.to_text(cells) and space.from_text(space.to_text(other)) == other
 
 
 @pytest.mark.parametrize("text", ["Genotype(normal=[])", "not python (", "Genotype(normal=[('conv_9x9', 0)]*8, normal_concat=[2], reduce=[], reduce_concat=[2])"])
@@ -73,10 +124,18 @@ def test_multiply_adds_of_a_linear_layer():
     assert count_multiply_adds(layer, (1, 10)) == 50
 
 
+def layer_types(head):
+    return [type(m).__name__ for m in head.features]
+
+
 def test_darts_v2_imagenet_mobile_network_has_the_published_4_7m_parameters():
     space = get_space("darts")
     model = space.build_network(space.from_text(DARTS_V2), 48, 14, 1000, auxiliary=True, setting="imagenet")
-    assert abs(count_parameters(model) / 1e6 - 4.7) <= 0.03 * 4.7
+    assert count_parameters(model) == 4_718_752  # the original's 4.72M for DARTS V2
+    # DARTS' AuxiliaryHeadImageNet: no BatchNorm after the 768-channel conv (1x1 conv 768 -> 128,
+    # BN 128, 2x2 conv 128 -> 768, linear 768 -> 1000)
+    assert layer_types(model.auxiliary_head) == ["ReLU", "AvgPool2d", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "ReLU"]
+    assert count_parameters(model.auxiliary_head, exclude=()) == 768 * 128 + 2 * 128 + 128 * 768 * 4 + 768 * 1000 + 1000
     logits, aux = model(torch.zeros(2, 3, 224, 224))
     assert logits.shape == (2, 1000) and aux.shape == (2, 1000)
 

@@ -53,9 +53,11 @@ class EvalCell(nn.Module):
 
 class AuxiliaryHead(nn.Module):
     """Auxiliary classifier after the second reduction: 8x8 maps with ``pool_stride`` 3 (CIFAR),
-    7x7 with 2 (ImageNet)."""
+    7x7 with 2 (ImageNet). ``last_bn``: a BatchNorm after the 768-channel conv, as DARTS'
+    CIFAR head; its ImageNet head leaves it out (commented out in the original "for
+    consistency with the experiments in the paper")."""
 
-    def __init__(self, channels: int, num_classes: int, pool_stride: int):
+    def __init__(self, channels: int, num_classes: int, pool_stride: int, last_bn: bool = True):
         super().__init__()
         # Not in-place: the head reads the cell output that the network goes on using.
         self.features = nn.Sequential(
@@ -65,7 +67,7 @@ class AuxiliaryHead(nn.Module):
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
+            *([nn.BatchNorm2d(768)] if last_bn else []),
             nn.ReLU(inplace=False),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -79,6 +81,7 @@ class EvalNetwork(nn.Module, metaclass=ABCMeta):
     second; subclasses define the stem (``stem_states``)."""
 
     aux_pool_stride = 3
+    aux_last_bn = True  # the auxiliary head's BatchNorm after its 768-channel conv
     stem_reduces = False  # whether the stem's last step halves the resolution
 
     def __init__(self, cells: dict, channels: int, num_classes: int, layers: int, auxiliary: bool, stem_channels: int):
@@ -100,7 +103,7 @@ class EvalNetwork(nn.Module, metaclass=ABCMeta):
             c_pp, c_p = c_p, cell.multiplier * c_curr
             if index == self.auxiliary_index:
                 aux_channels = c_p
-        self.auxiliary_head = AuxiliaryHead(aux_channels, num_classes, self.aux_pool_stride) if auxiliary else None
+        self.auxiliary_head = AuxiliaryHead(aux_channels, num_classes, self.aux_pool_stride, self.aux_last_bn) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 

@@ -10,6 +10,7 @@ from pipeline.cifar_net import EvalNetwork
 
 class NetworkImageNet(EvalNetwork):
     aux_pool_stride = 2
+    aux_last_bn = False  # DARTS' AuxiliaryHeadImageNet has no BatchNorm after the 768-channel conv
     stem_reduces = True  # stem1 halves the resolution after stem0
 
     def __init__(self, cells: dict, channels: int, num_classes: int, layers: int, auxiliary: bool):

@@ -101,7 +101,10 @@ class Darts(SearchMethod):
         alphas = list(alpha.values())
         if self.options["order"] == 1:
             loss, _ = self.loss(*batch_a, self.weights(alpha))  # a plain backward pass: AMP is fine
-            return list(torch.autograd.grad(loss, alphas))
+            grads = torch.autograd.grad(loss, alphas, allow_unused=True)
+            # Alpha can drop out of the graph once PT has decided every edge and `none` cuts a
+            # cell's output (NB201): then it has no gradient, as backward() would leave it.
+            return [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
         return self._unrolled_gradient(batch_w, batch_a, w_optimizer, lr, alpha)
 
     def _unrolled_gradient(self, batch_w, batch_a, w_optimizer, lr, alpha) -> list[torch.Tensor]:

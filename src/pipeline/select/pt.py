@@ -8,25 +8,61 @@ On the trained supernet, with the search method restored from its checkpoint:
    supernet evaluated on the whole validation split (the search's architecture half);
    the op whose removal hurts most is kept (criterion ``acc``: lowest accuracy, ``loss``:
    highest loss; ties go to the earlier op). ``pt_mag``: the op with the largest current
-   weight. The edge becomes one-hot.
+   weight. The edge becomes one-hot. Candidates (``exclude_ops: null``, the default):
+   every op of the space that its genotype can hold. On NAS-Bench-201 that is all five,
+   ``none`` included (a ``none`` edge is cut), as darts-pt's code; a DARTS-family cell
+   never holds ``none``, so there it is not a candidate (the paper omits it on DARTS;
+   darts-pt's code does so by searching a space without it, our ``darts_nonone``, which
+   ``config/config.yaml`` uses for DARTS+PT). A list names the excluded ops instead.
 2. Topology (spaces with ``inputs_per_node``; NAS-Bench-201-like spaces have None and
    skip it): a step picks, per cell type, a random node with more incoming edges than
-   allowed and drops, one at a time, the edge whose removal leaves the best supernet
-   (highest accuracy / lowest loss), until ``inputs_per_node`` remain. As in the
-   reference, the removals of one node are not separated by fine-tuning.
-3. Between steps the supernet is fine-tuned ``finetune_epochs`` epochs with the search
-   method's own ``train_step``: SGD restarted at ``finetune_lr_scale`` x the search's
-   ``w_lr`` (search momentum and weight decay), cosine to the search's ``w_lr_min`` over the
-   whole selection; the architecture state keeps training where the method trains it
-   (DARTS: alpha of undecided edges; fix-alpha: nothing). No tuning follows the last step.
+   allowed. ``topology_rule: reference`` (default; darts-pt's ``project_edge``): every
+   incoming edge is scored by the supernet with that edge alone removed (edges dropped in
+   earlier rounds stay active while scoring), so the ``inputs_per_node`` edges whose
+   single removal hurts most are kept; darts-pt re-scores every round, which on a fixed
+   evaluation gives the same scores, so this scores once. ``greedy``: drop the edge whose
+   removal leaves the best supernet, re-score with it removed, repeat. Either way the
+   removals of one node are not separated by fine-tuning, and ties drop the later edge.
+3. Between steps the supernet is fine-tuned with the search method's own ``train_step``:
+   SGD restarted at ``finetune_lr_scale`` x the search's ``w_lr`` (search momentum and
+   weight decay); the architecture state keeps training where the method trains it
+   (DARTS: alpha of undecided edges; fix-alpha: nothing). ``finetune_lr: constant``
+   (default): that rate throughout, as darts-pt's code (it builds a cosine scheduler but
+   never steps it; its NB201 script has none); ``cosine``: cosine to the search's
+   ``w_lr_min`` over all tuning epochs. ``schedule: reference`` (default) decides at
+   darts-pt's epochs: on cell spaces (its sota/cnn script) every ``finetune_epochs``
+   epochs with one more epoch after the last decision (DARTS at 5: 17 decisions at
+   epochs 0, 5, ..., 80, 81 epochs); on ops-only spaces (its nasbench201 script, 5 x
+   (edges - 1) epochs) the last decision one epoch early and one epoch after it (NB201:
+   0, 5, 10, 15, 20, 24; 25 epochs). ``even``: ``finetune_epochs`` between decisions,
+   none after the last. ``finetune_epochs: 0`` tunes never.
+
+Where the paper's text, darts-pt's code and this module differ (the default follows the code):
+
+- Topology: the paper says only that it is decided "in a similar fashion" to the ops;
+  the code's rule is ``reference`` above; ``greedy`` is offered as an option.
+- Tuning: the paper says 5 epochs between decisions; the code's constant rate, its epoch
+  after the last decision and NB201's 4-epoch last gap are the defaults.
+- Edge order: the code draws from numpy's global generator, seeded once; ours from
+  (seed, step, cell type), so a resumed run draws the same: the same distribution, not
+  the same draws.
+- Scoring data: the code scores on its validation half reshuffled on every pass with the
+  training augmentation (crop, flip) in batches of 64 (train-mode BN), so repeated scores
+  of one candidate differ; ours scores on a fixed order without augmentation (``eval_bn:
+  batch`` gives the same BN statistics over groups of 64): a deterministic measurement.
+  ``bench/select_pt.py``'s reference harness runs darts-pt's procedure with either.
+- Tuning step: the code's architecture batch is the first batch of a freshly shuffled
+  pass over the validation half at every step; ours is the search method's own loaders.
+- S3: the code would try ``none`` on RobustDARTS' S3 too; our DARTS-family genotype
+  cannot hold it, so by default it is not a candidate there.
 
 Choices of this implementation (config values, defaults as the reference):
 ``eval_bn: batch`` evaluates with batch-statistics BN as the reference does, over groups
 of ``bn_batch_size`` = 64 samples (the reference's batch) inside large batches;
-``running`` uses the running statistics. ``exclude_ops`` (default ``none``) are never
-candidates, as in the paper's DARTS experiments. ``eval_images`` (default: all) evaluates
-on a class-stratified subset of the validation split, for small-scale runs. The decision record holds every
-candidate's score and the supernet's validation accuracy after each step's tuning.
+``running`` uses the running statistics. ``eval_images`` (default: all) evaluates on a
+class-stratified subset of the validation split, for small-scale runs. The decision
+record holds every candidate's score and the supernet's validation accuracy after each
+step's tuning; its summary the decision epochs.
 
 The selection resumes after a kill from the last finished step (``<out dir>/checkpoint/last.pt``)
 with the same decisions: edge picks are a function of (seed, step, cell type), and each
@@ -61,7 +97,24 @@ PT_OPTIONS: dict[str, dict[str, Any]] = {
         "type": "number",
         "exclusiveMinimum": 0,
         "default": 0.1,
-        "description": "tuning lr = search w_lr x this, cosine to the search's w_lr_min over the selection",
+        "description": "tuning lr = search w_lr x this",
+    },
+    "finetune_lr": {
+        "enum": ["constant", "cosine"],
+        "default": "constant",
+        "description": "constant: the tuning lr throughout (darts-pt's code); cosine: to the search's w_lr_min over all tuning",
+    },
+    "schedule": {
+        "enum": ["reference", "even"],
+        "default": "reference",
+        "description": "reference: darts-pt's decision epochs and one tuning epoch after the last; even: finetune_epochs "
+        "between decisions, none after the last",
+    },
+    "topology_rule": {
+        "enum": ["reference", "greedy"],
+        "default": "reference",
+        "description": "reference: keep the edges whose single removal hurts most (darts-pt's code); greedy: drop the "
+        "least harmful edge, re-score without it, repeat",
     },
     "eval_bn": {"enum": ["batch", "running"], "default": "batch", "description": "BN statistics of the evaluation passes"},
     "bn_batch_size": {
@@ -79,13 +132,39 @@ PT_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "topology": {"type": "boolean", "default": True, "description": "decide the inputs of each node by perturbation"},
     "exclude_ops": {
-        "type": "array",
+        "type": ["array", "null"],
         "items": {"enum": ALL_OPS},
         "uniqueItems": True,
-        "default": ["none"],
-        "description": "ops never selected",
+        "default": None,
+        "description": "ops never selected (null: every op the space's genotype can hold; NB201 keeps 'none', DARTS cells do not)",
     },
 }
+
+
+def default_excluded(space) -> list[str]:
+    """``exclude_ops: null``: a cell space with an input limit (DARTS family) never holds
+    ``none`` in its genotype; an ops-only space (NAS-Bench-201) cuts an edge with it."""
+    return ["none"] if getattr(space, "inputs_per_node", None) is not None else []
+
+
+def tuning_plan(decisions: int, interval: int, schedule: str, ops_only: bool) -> list[int]:
+    """Tuning epochs after each of ``decisions`` decision steps, ``interval`` =
+    ``finetune_epochs``. ``reference``: darts-pt's pt_project, where a decision comes at
+    every epoch divisible by the interval and at the last epoch, and each epoch tunes once;
+    its DARTS-space script runs interval x (decisions - 1) + 1 epochs, its NB201 script
+    interval x (decisions - 1), so there the last decision comes one epoch early (at an
+    interval of 1, right after the one before: darts-pt's loop would leave that edge
+    undecided)."""
+    if decisions == 0:
+        return []
+    if interval == 0:
+        return [0] * decisions
+    if schedule == "even":
+        return [interval] * (decisions - 1) + [0]
+    gaps = [interval] * (decisions - 1)
+    if ops_only and gaps:
+        gaps[-1] = interval - 1
+    return gaps + [1]
 
 
 class PerturbationSelection:
@@ -119,7 +198,8 @@ class PerturbationSelection:
         self.on_step = on_step
         self.edges = space.edges()
         self.inputs_per_node = getattr(space, "inputs_per_node", None) if options["topology"] else None
-        self.excluded = set(options["exclude_ops"])
+        exclude = options["exclude_ops"]
+        self.excluded = set(default_excluded(space) if exclude is None else exclude)
 
     # -- schedule
     def nodes_to_prune(self, kind: str) -> list[int]:
@@ -139,6 +219,16 @@ class PerturbationSelection:
             incoming = [sum(1 for node, _ in self.edges if node == n) for n in sorted({n for n, _ in self.edges})]
             topo_steps = sum(1 for count in incoming if count > self.inputs_per_node)
         return op_steps, topo_steps
+
+    def tuning_plan(self) -> list[int]:
+        """Tuning epochs after each step (see ``tuning_plan``); the ops-only schedule where
+        the space has no input limit (darts-pt's NB201 script)."""
+        ops_only = getattr(self.space, "inputs_per_node", None) is None
+        return tuning_plan(sum(self.num_steps()), self.options["finetune_epochs"], self.options["schedule"], ops_only)
+
+    def decision_epochs(self) -> list[int]:
+        """The tuning epoch at which each step decides (0 for the first)."""
+        return [int(e) for e in np.cumsum([0] + self.tuning_plan()[:-1])]
 
     def _rng(self, step: int, kind: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, step, self.space.cell_types.index(kind)])
@@ -199,18 +289,22 @@ class PerturbationSelection:
         node = int(self._rng(step, kind).choice(self.nodes_to_prune(kind)))
         names = self.space.candidates(kind)
         current = self.current_weights()[kind].detach().float().cpu()
+        rescore = self.options["topology_rule"] == "greedy"
+        scored: dict[int, tuple[float, float]] = {}
         while True:
             remaining = [e for e, (n, _) in enumerate(self.edges) if n == node and not self.net.removed[kind][e]]
             if len(remaining) <= self.inputs_per_node:
                 return
-            base = self.projected()
-            sets = []
-            for e in remaining:
-                weights = dict(base)
-                weights[kind] = base[kind].clone()
-                weights[kind][e] = 0.0
-                sets.append(weights)
-            pick, scores = self._pick(self.evaluate(sets), hurt_most=False)
+            if rescore or not scored:  # reference: each edge scored once, with only itself removed
+                base = self.projected()
+                sets = []
+                for e in remaining:
+                    weights = dict(base)
+                    weights[kind] = base[kind].clone()
+                    weights[kind][e] = 0.0
+                    sets.append(weights)
+                scored = dict(zip(remaining, self.evaluate(sets)))
+            pick, scores = self._pick([scored[e] for e in remaining], hurt_most=False)
             ops = [int(self.net.op_choice[kind][e]) for e in remaining]
             edge = remaining[pick]
             self.record.add(
@@ -224,6 +318,7 @@ class PerturbationSelection:
     def run(self, start_step: int = 0) -> dict[str, Any]:
         op_steps, topo_steps = self.num_steps()
         total = op_steps + topo_steps
+        plan = self.tuning_plan()
         if start_step == 0:
             loss, acc = self.evaluate([self.projected()])[0]
             self.record.summary.update(initial_valid_acc=acc, initial_valid_loss=loss)
@@ -234,7 +329,7 @@ class PerturbationSelection:
                         self.decide_op(step, kind)
                 elif self.nodes_to_prune(kind):
                     self.prune_node(step, kind)
-            if self.finetune is not None and step < total - 1:
+            if self.finetune is not None and plan[step] > 0:
                 self.finetune(step)
             loss, acc = self.evaluate([self.projected()])[0]
             self.record.after_step(step, acc, loss)
@@ -282,20 +377,22 @@ class _PerturbationMethod(SelectionMethod):
             ctx.space, net, setup.loaders.eval, o, ctx.seed, ctx.device, ctx.amp, ctx.record, self.op_rule,
             current_weights=method.eval_weights,
         )
-        op_steps, topo_steps = selection.num_steps()
-        tune_epochs = o["finetune_epochs"] * max(op_steps + topo_steps - 1, 0)
+        plan = selection.tuning_plan()
+        first_epoch = [int(e) for e in np.cumsum([0] + plan)]  # of each step's tuning
+        tune_epochs = first_epoch[-1]
+        # constant: darts-pt builds this schedule and never steps it; cosine steps it per epoch.
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, max(tune_epochs, 1), eta_min=settings["w_lr_min"])
 
         # The batch size the search ended with (SGAS grows it).
         batch_size = method.batch_size(settings["batch_size"]) if hasattr(method, "batch_size") else settings["batch_size"]
 
         def finetune(step: int) -> None:
-            for i in range(o["finetune_epochs"]):
-                epoch = step * o["finetune_epochs"] + i
+            for epoch in range(first_epoch[step], first_epoch[step + 1]):
                 lr = scheduler.get_last_lr()[0]
                 desc = f"tune {epoch + 1}/{tune_epochs}"
                 train_epoch(method, setup.loaders, w_optimizer, lr, ctx.seed, FINETUNE_EPOCH_BASE + epoch, desc, batch_size)
-                scheduler.step()
+                if o["finetune_lr"] == "cosine":
+                    scheduler.step()
 
         resume_path = ctx.work_dir / RESUME_FILE if ctx.work_dir is not None else None
 
@@ -341,7 +438,9 @@ class _PerturbationMethod(SelectionMethod):
         ctx.record.summary.update(
             criterion=o["criterion"], op_rule=self.op_rule, eval_bn=o["eval_bn"], bn_batch_size=o["bn_batch_size"],
             eval_batch_size=setup.loaders.eval.batch_size, eval_images=setup.loaders.eval.num_samples, finetune_epochs=o["finetune_epochs"],
-            finetune_lr=settings["w_lr"] * o["finetune_lr_scale"], topology=bool(selection.inputs_per_node),
+            finetune_lr=settings["w_lr"] * o["finetune_lr_scale"], finetune_lr_schedule=o["finetune_lr"], schedule=o["schedule"],
+            decision_epochs=selection.decision_epochs(), tune_epochs=tune_epochs, topology=bool(selection.inputs_per_node),
+            topology_rule=o["topology_rule"], exclude_ops=sorted(selection.excluded),
             search_method=ctx.search_params["options"]["algorithm"],
         )
         return selection.run(start)  # run_select drops the resume point once the outputs exist

@@ -4,7 +4,9 @@ every later one (14 edges per cell type), output = concat of the intermediates.
 A genotype's cells are JSON: ``{"normal": {"edges": [{"node": 2, "input": 0, "op": ...}],
 "concat": [2, 3, 4, 5]}, "reduce": {...}}``; nodes 0 and 1 are the cell inputs. A node
 sums any number of incoming edges (DARTS keeps two, SNAS every edge whose op is not
-``none``); one (node, input) pair may carry two different ops (UNAS' two branches).
+``none``); one (node, input) pair may carry two different ops (UNAS' two branches). The
+edges are listed node by node; within a node in the order they were given (the DARTS
+parse: strongest first, as the original prints them; texts in input order read as well).
 """
 
 from __future__ import annotations
@@ -94,8 +96,10 @@ class CellSpace:
 
     # -- genotypes
     def parse(self, weights: dict[str, torch.Tensor], exclude_ops: Sequence[str] = ("none",)) -> dict:
-        """The DARTS parse: per edge the strongest op not excluded (never ``none``); per node
-        the ``inputs_per_node`` incoming edges whose strongest op weighs most."""
+        """The DARTS parse: per edge the strongest op not excluded (never ``none``; ties: the
+        earlier op); per node the ``inputs_per_node`` incoming edges whose strongest op weighs
+        most, listed strongest first (ties: the lower input) as DARTS' genotype() lists them,
+        so ``to_text`` prints what the original prints for the same weights."""
         excluded = set(exclude_ops) | {"none"}
         edge_list = self.edges()
         cells = {}
@@ -113,7 +117,7 @@ class CellSpace:
             edges = []
             for node, edge_ids in sorted(by_node.items()):
                 strongest = sorted(edge_ids, key=lambda e: -best[e][0])[: self.inputs_per_node]
-                for e in sorted(strongest, key=lambda e: edge_list[e][1]):
+                for e in strongest:
                     edges.append({"node": node, "input": edge_list[e][1], "op": best[e][1]})
             cells[kind] = {"edges": edges, "concat": sorted(by_node)}
         self.validate_genotype(cells)
