@@ -152,17 +152,35 @@ def test_a_batch_larger_than_its_split_is_a_config_error_before_any_work(tiny_da
     assert sorted(p.name for p in tmp_path.iterdir()) == ["genotype.json"]
 
 
+# The sizes the checks below are about, whatever the demo's scale: 32 images of each of
+# CIFAR-10's 10 classes, halves of 160 (bilevel methods use both); unas' own train_portion
+# 0.9 leaves 3 of each class, 30 images, for alpha.
+SIZES = {
+    "search": {
+        "run": ["darts_1st", "unas"],
+        "settings": {"subset_per_class": 32, "train_portion": 0.5, "batch_size": 32},
+        "methods": {"unas": {"settings": {"train_portion": 0.9, "batch_size": 16}}},
+    },
+    "select": {"run": ["magnitude"], "run_for": {"unas": ["unas"], "snas": ["snas"], "fix_alpha": ["pt"]}},
+    "retrain": {"batch_size": 64},
+}
+
+
+def sized(overlay: dict) -> dict:
+    from pipeline.config import deep_merge
+
+    return deep_merge(SIZES, overlay)
+
+
 def check_config_with(tmp_path, overlay: dict):
     path = tmp_path / "overlay.yaml"
-    path.write_text(json.dumps(overlay))  # JSON is YAML
+    path.write_text(json.dumps(sized(overlay)))  # JSON is YAML
     return pipeline("check-config", *BASE, "--config", str(path))
 
 
 @pytest.mark.parametrize("overlay, message", [
-    # demo: 32 images of each of 10 classes, halves of 160 (bilevel methods use both)
     ({"search": {"settings": {"batch_size": 161}}},
      "config key 'search.settings.batch_size': 161 is larger than the at most 160 images of the weight half of search darts_1st"),
-    # unas' own train_portion 0.9 leaves 3 images of each class for alpha
     ({"search": {"methods": {"unas": {"settings": {"batch_size": 31}}}}},
      "config key 'search.methods.unas.settings.batch_size': 31 is larger than the at most 30 images of the alpha half of search unas"),
     ({"search": {"run": ["darts_1st"]}, "data": {"cifar10": {"subset": {"train_per_class": 12}}}, "retrain": {"batch_size": 121}},
@@ -177,7 +195,7 @@ def test_config_check_sizes_batches_by_what_each_method_uses(tmp_path):
 
     def load(overlay):
         path = tmp_path / "overlay.yaml"
-        path.write_text(json.dumps(overlay))
+        path.write_text(json.dumps(sized(overlay)))
         return load_config([REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml", path])
 
     load({"search": {"settings": {"batch_size": 160}, "methods": {"unas": {"settings": {"batch_size": 30}}}}})  # fit exactly
