@@ -152,6 +152,95 @@ def test_a_batch_larger_than_its_split_is_a_config_error_before_any_work(tiny_da
     assert sorted(p.name for p in tmp_path.iterdir()) == ["genotype.json"]
 
 
+# The sizes the checks below are about, whatever the demo's scale: 32 images of each of
+# CIFAR-10's 10 classes, halves of 160 (bilevel methods use both); unas' own train_portion
+# 0.9 leaves 3 of each class, 30 images, for alpha.
+SIZES = {
+    "search": {
+        "run": ["darts_1st", "unas"],
+        "settings": {"subset_per_class": 32, "train_portion": 0.5, "batch_size": 32},
+        "methods": {"unas": {"settings": {"train_portion": 0.9, "batch_size": 16}}},
+    },
+    "select": {"run": ["magnitude"], "run_for": {"unas": ["unas"], "snas": ["snas"], "fix_alpha": ["pt"]}},
+    "retrain": {"batch_size": 64},
+}
+
+
+def sized(overlay: dict) -> dict:
+    from pipeline.config import deep_merge
+
+    return deep_merge(SIZES, overlay)
+
+
+def check_config_with(tmp_path, overlay: dict):
+    path = tmp_path / "overlay.yaml"
+    path.write_text(json.dumps(sized(overlay)))  # JSON is YAML
+    return pipeline("check-config", *BASE, "--config", str(path))
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ({"search": {"settings": {"batch_size": 161}}},
+     "config key 'search.settings.batch_size': 161 is larger than the at most 160 images of the weight half of search darts_1st"),
+    ({"search": {"methods": {"unas": {"settings": {"batch_size": 31}}}}},
+     "config key 'search.methods.unas.settings.batch_size': 31 is larger than the at most 30 images of the alpha half of search unas"),
+    ({"search": {"run": ["darts_1st"]}, "data": {"cifar10": {"subset": {"train_per_class": 12}}}, "retrain": {"batch_size": 121}},
+     "config key 'retrain.batch_size': 121 is larger than the 120 images of cifar10's train split"),
+])
+def test_a_batch_larger_than_its_split_is_refused_at_config_check(overlay, message, tmp_path):
+    assert_one_line_error(check_config_with(tmp_path, overlay), message)
+
+
+def test_config_check_sizes_batches_by_what_each_method_uses(tmp_path):
+    from pipeline.config import ConfigError, load_config
+
+    def load(overlay):
+        path = tmp_path / "overlay.yaml"
+        path.write_text(json.dumps(sized(overlay)))
+        return load_config([REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml", path])
+
+    load({"search": {"settings": {"batch_size": 160}, "methods": {"unas": {"settings": {"batch_size": 30}}}}})  # fit exactly
+    # a single-level method trains on the weight half only: 290 images here, alpha's 30 unused
+    load({"search": {"run": ["fix_alpha", "snas"], "settings": {"train_portion": 0.9, "batch_size": 64}}})
+    with pytest.raises(ConfigError, match="64 is larger than the at most 30 images of the alpha half of search darts_1st"):
+        load({"search": {"run": ["darts_1st"], "settings": {"train_portion": 0.9, "batch_size": 64}}})
+    # torchvision's CIFAR-100: 50,000 images of 100 classes, by the known sizes
+    whole = {"search": {"run": ["darts_1st"], "settings": {"subset_per_class": None, "batch_size": 25000}}}
+    load(whole)
+    with pytest.raises(ConfigError, match=r"'search.settings.batch_size': 25001 is larger than the 25000 images of the weight half of search darts_1st on cifar100 \(100 classes, train_portion 0.5\)"):
+        load({"search": {**whole["search"], "settings": {"subset_per_class": None, "batch_size": 25001}}})
+    with pytest.raises(ConfigError, match="'retrain.per_dataset.cifar100.batch_size': 50001 is larger than the 50000 images"):
+        load({**whole, "retrain": {"per_dataset": {"cifar100": {"batch_size": 50001}}}})
+
+
+@pytest.mark.parametrize("overlay", [None, *sorted(p.name for p in (REPO / "config").glob("*.yaml") if p.name != "config.yaml")])
+def test_the_shipped_configs_pass_the_size_check(overlay):
+    from pipeline.config import _check_batch_sizes, load_config, read_yaml
+
+    if overlay is None:  # its data folders are the user's to fill: the size check alone
+        _check_batch_sizes(read_yaml(REPO / "config" / "config.yaml"))
+    else:
+        load_config([REPO / "config" / "config.yaml", REPO / "config" / overlay])
+
+
+@pytest.mark.parametrize("classes, per_class, subset, portion", [(10, 12, None, 0.5), (10, 500, 32, 0.9), (3, 7, 5, 0.5), (4, 9, 20, 0.3)])
+def test_config_sizes_of_the_search_halves_are_those_of_the_search_split(classes, per_class, subset, portion):
+    import torch
+
+    from pipeline.config import _search_halves, _TrainSplit
+    from pipeline.search.loop import search_split
+
+    settings = {"subset_per_class": subset, "train_portion": portion, "split_seed": 0}
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    halves = [len(half) for half in search_split(labels, classes, settings)]
+    assert _search_halves(_TrainSplit(classes, per_class, classes * per_class, True), settings) == (*halves, True)
+    # unequal classes (SVHN): the bounds hold
+    sizes = torch.tensor([per_class + 3 * k for k in range(classes)])
+    labels = torch.arange(classes).repeat_interleave(sizes)
+    halves = [len(half) for half in search_split(labels, classes, settings)]
+    bounds = _search_halves(_TrainSplit(classes, None, len(labels), False), settings)
+    assert bounds[2] is False and halves[0] <= bounds[0] and halves[1] <= bounds[1], (halves, bounds)
+
+
 # ---------------------------------------------------------------- version and help
 
 

@@ -168,7 +168,15 @@ def test_svhn_in_torchvision_format(tmp_path, monkeypatch):
         digits = np.arange(count).reshape(-1, 1) % 10
         scipy.io.savemat(tmp_path / f"{split}_32x32.mat", {"X": images, "y": np.where(digits == 0, 10, digits)})
     monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)  # not the real files' md5
-    meta = prepare_dataset({"dataset": "svhn", "source": {"format": "torchvision", "root": str(tmp_path)}}, tmp_path / "svhn.pt")
+    params = {"dataset": "svhn", "source": {"format": "torchvision", "root": str(tmp_path)}}
+    # The config check sizes batches by the known sizes: a read that differs is refused.
+    with pytest.raises(DataSourceError, match="svhn train has 6 images of 10 classes, not the known 73257 of 10"):
+        prepare_dataset(params, tmp_path / "svhn.pt")
+    assert not (tmp_path / "svhn.pt").exists()
+    from pipeline import known_data
+
+    monkeypatch.setitem(known_data.TORCHVISION, "svhn", known_data.KnownDataset(classes=10, train=6, test=4, balanced=False))
+    meta = prepare_dataset(params, tmp_path / "svhn.pt")
     assert meta["sizes"] == {"train": 6, "test": 4} and meta["num_classes"] == 10
     data = load_prepared(tmp_path / "svhn.pt")
     assert data.train_labels.tolist() == [0, 1, 2, 3, 4, 5]

@@ -22,6 +22,8 @@ from test_select_pt import run_cli as start_select
 from test_select_pt import s2_supernet  # noqa: F401 (fixture)
 from test_select_pt import select_params
 from test_spaces import DARTS_V2
+from test_transfer import genotype_file, tiny_imagenet  # noqa: F401 (fixtures)
+from test_transfer import transfer_params
 
 
 def write_genotype(path: Path) -> Path:
@@ -136,6 +138,33 @@ def test_stop_signal_stops_pt_selection_after_a_step_and_the_rerun_matches(signu
         for column, values in getattr(a, table).items():
             assert np.array_equal(values, getattr(b, table)[column], equal_nan=values.dtype != object), (table, column)
     assert artifacts.read_genotype(out / "genotype.json")["cells"] == artifacts.read_genotype(tmp_path / "ref" / "genotype.json")["cells"]
+
+
+def test_sigint_stops_transfer_at_the_epoch_checkpoint_and_the_rerun_matches(tiny_imagenet, genotype_file, tmp_path):
+    from pipeline.transfer import run_transfer
+
+    params = transfer_params(tiny_imagenet, epochs=3)  # 60 images in batches of 16: 4 steps an epoch
+    out = tmp_path / "stopped"
+    args = ("--genotype", str(genotype_file), "--out-dir", str(out))
+    code, err = signal_after_first_checkpoint(start("transfer", params, *args), out / "checkpoint" / "last.pt", signal.SIGINT)
+    assert code == INTERRUPTED_EXIT, err
+    done = artifacts.load_checkpoint(out / "checkpoint" / "last.pt", "transfer")["epoch"]
+    assert done in (1, 2)
+    assert_stopped_in_one_line(err, "transfer", signal.SIGINT, "epoch", done, 3)
+    assert not (out / "model.pt").exists() and not (out / "metrics.h5").exists()
+
+    resumed = start("transfer", params, *args)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert f"after epoch {done}" in err and f"transfer epoch {done}/3" not in err
+
+    run_transfer(params, genotype_file, tmp_path / "ref", threads=1)
+    ours, theirs = (artifacts.read_metrics(path / "metrics.h5").epochs for path in (out, tmp_path / "ref"))
+    for series in ("train_loss", "test_loss", "test_top1", "lr"):
+        assert np.array_equal(ours[series], theirs[series]), series
+    ours, theirs = (artifacts.load_checkpoint(path / "model.pt", "transfer")["model"] for path in (out, tmp_path / "ref"))
+    for name, tensor in theirs.items():
+        assert torch.equal(tensor, ours[name]), name
 
 
 def test_ddp_ranks_stop_after_the_same_epoch_when_one_rank_is_signalled(tiny_data, tmp_path):

@@ -13,7 +13,7 @@ import copy
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import jsonschema
 import yaml
@@ -171,6 +171,7 @@ def validate_config(config: dict) -> None:
         _check_partial_channels(search_settings(config, name), key_of)
     _check_selections(config)
     _check_latency(config)
+    _check_batch_sizes(config)
 
 
 def check_batch_fits(key: str, batch_size: int, images: int, split: str) -> None:
@@ -179,6 +180,90 @@ def check_batch_fits(key: str, batch_size: int, images: int, split: str) -> None
     as soon as it knows its data's size, before any work."""
     if batch_size > images:
         raise ConfigError(f"config key '{key}': {batch_size} is larger than the {images} images of {split}")
+
+
+class _TrainSplit(NamedTuple):
+    classes: int
+    per_class: int | None  # images of every class, if known
+    total: int | None  # images, if known
+    balanced: bool  # every class has as many images
+
+
+def _train_split(name: str, entry: dict) -> _TrainSplit | None:
+    """A dataset's train split as far as its config entry tells it (None: classes unknown).
+    Known datasets (``known_data.TORCHVISION``) have their class count and balance by name
+    in any format, their size only as torchvision reads them; a ``subset`` takes as many
+    images of each class."""
+    from pipeline.known_data import TORCHVISION
+
+    known = TORCHVISION.get(name)
+    if known is None:
+        return None
+    per_class = (entry.get("subset") or {}).get("train_per_class")
+    if per_class is not None:
+        return _TrainSplit(known.classes, per_class, known.classes * per_class, True)
+    if entry["source"]["format"] == "torchvision":
+        return _TrainSplit(known.classes, known.train // known.classes if known.balanced else None, known.train, known.balanced)
+    return _TrainSplit(known.classes, None, None, known.balanced)
+
+
+def _search_halves(split: _TrainSplit, settings: dict) -> tuple[int, int, bool] | None:
+    """Images of the weight and the alpha half ``search.loop.search_split`` makes, and
+    whether they are exact (else upper bounds); None where the config cannot bound them."""
+    classes, per_class, total = split.classes, split.per_class, split.total
+    portion, subset = settings["train_portion"], settings["subset_per_class"]
+    if per_class is not None:  # the stage's arithmetic, the same for every class
+        pool = int(round(min(subset / (total / classes), 1.0) * per_class)) if subset is not None else per_class
+        weights = int(round(portion * pool))
+        return classes * weights, classes * (pool - weights), True
+    if total is None:  # balanced, of unknown size: at most `subset` of each class (both halves grow with it)
+        if subset is None or not split.balanced:
+            return None
+        weights = int(round(portion * subset))
+        return classes * weights, classes * (subset - weights), False
+    # Classes of unequal sizes: each class's rounding adds at most half an image.
+    pool = total if subset is None or subset * classes >= total else subset * classes + classes / 2
+    return int(portion * pool + classes / 2), int((1 - portion) * pool + classes / 2), False
+
+
+def _check_batch_sizes(config: dict) -> None:
+    """A batch larger than its split is refused before any job when the config tells the
+    split's size: the search halves and the retrain split of every dataset entry whose
+    class count is known. The stages check again once they hold their data (user data of
+    unknown size; the transfer stage's streamed folders)."""
+    (search,) = registries("search")
+
+    for dataset, entry in config["data"].items():
+        split = _train_split(dataset, entry)
+        if split is None:
+            continue
+        for name in config["search"]["run"]:
+            settings = search_settings(config, name)
+            halves = _search_halves(split, settings)
+            if halves is None:
+                continue
+            own = config["search"]["methods"][name].get("settings", {})
+            key = f"search.methods.{name}.settings.batch_size" if "batch_size" in own else "search.settings.batch_size"
+            bilevel = search.METHODS.get(config["search"]["methods"][name]["algorithm"]).bilevel
+            how = [f"{split.classes} classes"]
+            if (entry.get("subset") or {}).get("train_per_class") is not None:
+                how.append(f"data.{dataset}.subset.train_per_class {entry['subset']['train_per_class']}")
+            if settings["subset_per_class"] is not None:
+                how.append(f"subset_per_class {settings['subset_per_class']}")
+            how.append(f"train_portion {settings['train_portion']}")
+            for half, images in (("weight", halves[0]), ("alpha", halves[1]))[: 2 if bilevel else 1]:
+                if settings["batch_size"] > images:
+                    bound = "" if halves[2] else "at most "
+                    raise ConfigError(
+                        f"config key '{key}': {settings['batch_size']} is larger than the {bound}{images} images of the {half} half "
+                        f"of search {name} on {dataset} ({', '.join(how)})"
+                    )
+        if split.total is not None:
+            batch = retrain_settings(config, dataset)["batch_size"]
+            override = "batch_size" in config["retrain"].get("per_dataset", {}).get(dataset, {})
+            key = f"retrain.per_dataset.{dataset}.batch_size" if override else "retrain.batch_size"
+            if batch > split.total:
+                raise ConfigError(f"config key '{key}': {batch} is larger than the {split.total} images of {dataset}'s train split")
 
 
 def check_threads(threads: int | None, key: str = "--threads") -> int | None:

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from pipeline import artifacts, runtime
+from pipeline.known_data import TORCHVISION
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
@@ -98,8 +99,8 @@ def read_torchvision(dataset: str, root: str | Path, download: bool, train: bool
         "cifar100": lambda: torchvision.datasets.CIFAR100(root=str(root), train=train, download=download),
         "svhn": lambda: torchvision.datasets.SVHN(root=str(root), split="train" if train else "test", download=download),
     }
-    if dataset not in datasets:
-        raise DataSourceError(f"data.source.format 'torchvision' supports {', '.join(datasets)}, not {dataset!r}")
+    if dataset not in TORCHVISION:
+        raise DataSourceError(f"data.source.format 'torchvision' supports {', '.join(TORCHVISION)}, not {dataset!r}")
     try:
         ds = datasets[dataset]()
     except RuntimeError as exc:
@@ -107,8 +108,16 @@ def read_torchvision(dataset: str, root: str | Path, download: bool, train: bool
     except ImportError as exc:
         raise DataSourceError(f"{root}: reading {dataset} needs the missing module {exc.name!r}") from None
     if dataset == "svhn":  # stored (N,3,H,W) with digit labels 0-9
-        return np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), [int(v) for v in ds.labels], [str(d) for d in range(10)]
-    return np.asarray(ds.data, dtype=np.uint8), list(ds.targets), list(ds.classes)
+        images, labels, classes = np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), [int(v) for v in ds.labels], [str(d) for d in range(10)]
+    else:
+        images, labels, classes = np.asarray(ds.data, dtype=np.uint8), list(ds.targets), list(ds.classes)
+    # The config check sizes batches by this table before any data is read.
+    known = TORCHVISION[dataset]
+    expected = (known.train if train else known.test, known.classes)
+    if (len(labels), len(classes)) != expected:
+        split = "train" if train else "test"
+        raise DataSourceError(f"{root}: {dataset} {split} has {len(labels)} images of {len(classes)} classes, not the known {expected[0]} of {expected[1]}")
+    return images, labels, classes
 
 
 def balanced_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
