@@ -432,7 +432,7 @@ class _PerturbationMethod(SelectionMethod):
 
             def on_step(done: int) -> None:  # checkpoint, then honour a stop signal (SLURM, Ctrl-C)
                 artifacts.save_checkpoint(resume_path, "select", payload(done))
-                check_stop(done, op_steps + topo_steps, resume_path, unit="step")
+                check_stop(done, sum(selection.num_steps()), resume_path, unit="step")
 
             selection.on_step = on_step
         ctx.record.summary.update(
