@@ -7,7 +7,7 @@ The declared outputs (supernet.pt, metrics.h5) are written only at the end.
 
 A method may change its supernet between stages (``supernet_settings``: progressive
 DrNAS lowers the partial-channel K): after the last epoch of a stage the mixed ops are
-widened in place (``pipeline.search.widen``) before that epoch's checkpoint, so a resumed run
+widened in place (``search/widen.py``) before that epoch's checkpoint, so a resumed run
 builds the supernet of the stage its checkpoint is in.
 """
 
@@ -26,6 +26,7 @@ from pipeline import artifacts, runtime
 from pipeline.config import check_batch_fits
 from pipeline.data import Augment, BatchLoader, PreparedData, load_prepared, stratified_split
 from pipeline.search import METHODS
+from pipeline.search.widen import widen_supernet
 from pipeline.spaces import get_space
 from pipeline.training import (
     check_stop,
@@ -37,7 +38,6 @@ from pipeline.training import (
     resume_key,
     training_state,
 )
-from pipeline.search.widen import widen_supernet
 
 SUPERNET_FILE = "supernet.pt"
 METRICS_FILE = "metrics.h5"
