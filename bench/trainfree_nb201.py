@@ -10,9 +10,9 @@ accuracy after 200 epochs, and the time per cell.
     python bench/trainfree_nb201.py                       # 200 cells, synflow, zico, nwot
     python bench/trainfree_nb201.py --cells 1000 --proxies synflow,snip,grasp,zico,nwot
 
-Published figures to compare with (NAS-Bench-201 CIFAR-10, recalled from the table of the
-ZiCo paper, Li et al., 2023; not checked here, the papers are not in ../shared/papers):
-SynFlow 0.74, NWOT 0.78, ZiCo 0.80; batch sizes and initialisations differ from ours.
+No published figures are quoted: the ZiCo paper's table (Li et al., ICLR 2023, NATS-Bench-TSS)
+could not be checked from here, so figures recalled from it were removed; compare with that
+table directly, minding that its batch sizes and initialisations differ from ours.
 """
 
 from __future__ import annotations

@@ -167,7 +167,11 @@ def validate_config(config: dict) -> None:
     for name in config["search"]["run"]:
         own = config["search"]["methods"][name].get("settings", {})
         key_of = lambda setting, name=name, own=own: f"search.methods.{name}.settings.{setting}" if setting in own else f"search.settings.{setting}"
-        search.METHODS.get(config["search"]["methods"][name]["algorithm"]).check_settings(search_settings(config, name), key_of)
+        method_cls = search.METHODS.get(config["search"]["methods"][name]["algorithm"])
+        method_cls.check_settings(search_settings(config, name), key_of)
+        block = {key: value for key, value in config["search"]["methods"][name].items() if key != "settings"}
+        key = f"search.methods.{name}"
+        method_cls.check_options(method_options(search.METHODS, block, key), search_settings(config, name), key, key_of)
         _check_partial_channels(search_settings(config, name), key_of)
     _check_selections(config)
     _check_latency(config)

@@ -39,6 +39,7 @@ class MixedOp(nn.Module):
         if partial_channels < 1 or channels % partial_channels:
             raise ValueError(f"partial_channels {partial_channels} does not divide a mixed op's {channels} channels")
         self.stride = stride
+        self.channels = channels
         self.candidates = tuple(candidates)
         self.k = partial_channels
         inner = channels // partial_channels

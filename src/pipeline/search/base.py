@@ -57,6 +57,23 @@ class SearchMethod(ABC):
         """Raise ConfigError naming ``key_of(setting)`` if the method cannot search with these
         settings (e.g. a space it does not support); checked when the config is."""
 
+    @classmethod
+    def check_options(cls, options: dict, settings: dict, key: str = "options", key_of=lambda setting: f"search.settings.{setting}") -> None:
+        """Raise ConfigError naming ``key`` (the options' config key) or ``key_of(setting)`` if
+        the options do not fit the settings; checked when the config is."""
+
+    @classmethod
+    def supernet_settings(cls, options: dict, settings: dict, epoch: int) -> dict:
+        """The settings the supernet is built from for epoch ``epoch`` (0-based): a method
+        whose supernet changes between stages (progressive DrNAS) returns its stage's; the
+        search loop widens the supernet when they change. The last epoch's are ``settings``."""
+        return settings
+
+    def kept_ops(self) -> dict[str, torch.Tensor] | None:
+        """Per cell type, a bool (edges, ops) of the ops still in the search where the method
+        pruned some (selection considers no other); None: all are."""
+        return None
+
     def make_weight_optimizer(self, parameters) -> tuple[torch.optim.Optimizer, float]:
         """The network-weight optimiser and the LR its cosine schedule ends at (DARTS: SGD)."""
         s = self.settings

@@ -4,6 +4,11 @@ State is saved after every epoch to ``<out_dir>/checkpoint/last.pt``; a rerun wi
 same parameters and data resumes there, and the final supernet and metrics are identical
 to an uninterrupted run because each epoch's data order comes from (seed, epoch) alone.
 The declared outputs (supernet.pt, metrics.h5) are written only at the end.
+
+A method may change its supernet between stages (``supernet_settings``: progressive
+DrNAS lowers the partial-channel K): after the last epoch of a stage the mixed ops are
+widened in place (``search/widen.py``) before that epoch's checkpoint, so a resumed run
+builds the supernet of the stage its checkpoint is in.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pipeline import artifacts, runtime
 from pipeline.config import check_batch_fits
 from pipeline.data import Augment, BatchLoader, PreparedData, load_prepared, stratified_split
 from pipeline.search import METHODS
+from pipeline.search.widen import widen_supernet
 from pipeline.spaces import get_space
 from pipeline.training import (
     check_stop,
@@ -52,7 +58,12 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     split = f"{data_path}'s search split half (search {params['method']})"
     check_batch_fits("search.settings.batch_size", settings["batch_size"], min(halves), split)
     loader_eval = loaders.eval
-    model = build_supernet(space, settings, data.num_classes, device, rt["channels_last"])
+    resume_path = out_dir / RESUME_FILE
+    resume = resume_key(params, data_path)
+    state = load_resume_state(resume_path, "supernet", resume)
+    # The supernet of the stage the run starts (or resumes) in.
+    shape = method_cls.supernet_settings(options, settings, state["epoch"] if state is not None else 0)
+    model = build_supernet(space, shape, data.num_classes, device, rt["channels_last"])
     method = method_cls(space, model, options, settings, device, rt["amp"])
     method.on_data(loaders.w.num_samples, loaders.a.num_samples)
     method.validate = lambda weights: evaluate(model, loader_eval, {"weights": weights}, device, rt["amp"], bn=settings["eval_bn"])
@@ -61,9 +72,6 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
 
     history: dict[str, list] = {}
     start_epoch = 0
-    resume_path = out_dir / RESUME_FILE
-    resume = resume_key(params, data_path)
-    state = load_resume_state(resume_path, "supernet", resume)
     if state is not None:
         history, start_epoch = restore_training_state(state, model, w_optimizer, scheduler, method.scaler)
         method.load_state_dict(state["method"])
@@ -111,6 +119,11 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
         row.update(method.snapshot())
         for key, value in row.items():
             history.setdefault(key, []).append(torch.as_tensor(value))
+        following = method_cls.supernet_settings(options, settings, epoch + 1)
+        if epoch + 1 < epochs and following != shape:  # the next stage's wider mixed ops
+            grown = build_supernet(space, following, data.num_classes, device, rt["channels_last"])
+            widen_supernet(model, grown, torch.Generator().manual_seed(epoch_seed(seed, epoch + 1, 2)), w_optimizer)
+            shape = following
         artifacts.save_checkpoint(resume_path, "supernet", payload(epoch + 1))
         runtime.log(
             f"search epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.2f} loss {row['train_loss']:.3f} | "

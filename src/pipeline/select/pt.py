@@ -189,6 +189,7 @@ class PerturbationSelection:
         current_weights: Callable[[], dict[str, torch.Tensor]],
         finetune: Callable[[int], None] | None = None,
         on_step: Callable[[int], None] | None = None,
+        kept: dict[str, torch.Tensor] | None = None,
     ):
         self.space, self.net, self.loader = space, net, valid_loader
         self.options, self.seed, self.device, self.amp = options, seed, device, amp
@@ -200,6 +201,7 @@ class PerturbationSelection:
         self.inputs_per_node = getattr(space, "inputs_per_node", None) if options["topology"] else None
         exclude = options["exclude_ops"]
         self.excluded = set(default_excluded(space) if exclude is None else exclude)
+        self.kept = kept  # per cell type (edges, ops): ops still in the search; None: all
 
     # -- schedule
     def nodes_to_prune(self, kind: str) -> list[int]:
@@ -268,6 +270,8 @@ class PerturbationSelection:
         if not allowed:
             raise SelectionError(f"exclude_ops {sorted(self.excluded)} leaves no op on edge {self.edges[edge]} of the {kind} cell")
         current = self.current_weights()[kind][edge].detach().float().cpu()
+        if self.kept is not None:  # ops the search pruned (progressive DrNAS) are no candidates
+            allowed = [k for k in allowed if self.kept[kind][edge, k]] or allowed
         if self.op_rule == "pt" and len(allowed) > 1:
             sets = without_each_op(self.projected(), kind, edge, allowed)
             pick, scores = self._pick(self.evaluate(sets), hurt_most=True)
@@ -375,7 +379,7 @@ class _PerturbationMethod(SelectionMethod):
         )
         selection = PerturbationSelection(
             ctx.space, net, setup.loaders.eval, o, ctx.seed, ctx.device, ctx.amp, ctx.record, self.op_rule,
-            current_weights=method.eval_weights,
+            current_weights=method.eval_weights, kept=method.kept_ops(),
         )
         plan = selection.tuning_plan()
         first_epoch = [int(e) for e in np.cumsum([0] + plan)]  # of each step's tuning
