@@ -114,3 +114,17 @@ class SearchMethod(ABC):
         self.scaler.step(w_optimizer)
         self.scaler.update()
         return loss.detach(), logits.detach()
+
+
+def require_cell_space(method: str, settings: dict, key_of) -> None:
+    """ConfigError naming ``key_of('space')`` unless the search space is a cell space (the
+    DARTS family or nb201): the ``check_settings`` of methods that sample or perturb per edge."""
+    from pipeline.config import ConfigError
+    from pipeline.spaces import get_space
+    from pipeline.spaces.cell import CellSpace
+    from pipeline.spaces.nb201 import NB201Space
+
+    if not isinstance(get_space(settings["space"]), (CellSpace, NB201Space)):
+        raise ConfigError(
+            f"config key '{key_of('space')}': search method {method} needs a cell space (DARTS family or nb201); got {settings['space']!r}"
+        )

@@ -57,10 +57,10 @@ from torch.distributions import Dirichlet, kl_divergence
 
 from pipeline.config import ConfigError
 from pipeline.search import METHODS
+from pipeline.search.base import require_cell_space
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space
 from pipeline.spaces.cell import CellSpace
-from pipeline.spaces.nb201 import NB201Space
 
 
 def concentration(alpha: torch.Tensor) -> torch.Tensor:
@@ -101,10 +101,7 @@ class DrNAS(Darts):
 
     @classmethod
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
-        if not isinstance(get_space(settings["space"]), (CellSpace, NB201Space)):
-            raise ConfigError(
-                f"config key '{key_of('space')}': search method drnas needs a cell space (DARTS family or nb201); got {settings['space']!r}"
-            )
+        require_cell_space("drnas", settings, key_of)
 
     @classmethod
     def check_options(cls, options: dict, settings: dict, key: str = "options", key_of=lambda setting: f"search.settings.{setting}") -> None:

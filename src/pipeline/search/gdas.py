@@ -34,14 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import ConfigError
 from pipeline.search import METHODS
-from pipeline.search.base import SearchMethod
+from pipeline.search.base import SearchMethod, require_cell_space
 from pipeline.search.darts import Darts
 from pipeline.search.sampling import gumbel_noise, linear_temperature
-from pipeline.spaces import get_space
-from pipeline.spaces.cell import CellSpace
-from pipeline.spaces.nb201 import NB201Space
 
 
 def gumbel_straight_through(alpha: torch.Tensor, tau: float, sample_shape: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,10 +59,7 @@ class Gdas(SearchMethod):
 
     @classmethod
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
-        if not isinstance(get_space(settings["space"]), (CellSpace, NB201Space)):
-            raise ConfigError(
-                f"config key '{key_of('space')}': search method gdas needs a cell space (DARTS family or nb201); got {settings['space']!r}"
-            )
+        require_cell_space("gdas", settings, key_of)
 
     def __init__(self, space, model, options, settings, device, amp):
         super().__init__(space, model, options, settings, device, amp)

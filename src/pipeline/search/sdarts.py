@@ -22,12 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import runtime
-from pipeline.config import ConfigError
 from pipeline.search import METHODS
+from pipeline.search.base import require_cell_space
 from pipeline.search.darts import Darts
-from pipeline.spaces import get_space
-from pipeline.spaces.cell import CellSpace
-from pipeline.spaces.nb201 import NB201Space
 
 
 def project_simplex_box(v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, iterations: int = 50) -> torch.Tensor:
@@ -63,10 +60,7 @@ class SDarts(Darts):
 
     @classmethod
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
-        if not isinstance(get_space(settings["space"]), (CellSpace, NB201Space)):
-            raise ConfigError(
-                f"config key '{key_of('space')}': search method sdarts needs a cell space (DARTS family or nb201); got {settings['space']!r}"
-            )
+        require_cell_space("sdarts", settings, key_of)
 
     def __init__(self, space, model, options, settings, device, amp):
         super().__init__(space, model, options, settings, device, amp)
