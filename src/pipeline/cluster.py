@@ -130,8 +130,9 @@ def device_class(config: dict, stage: str, select_method: str | None = None) -> 
     if stage in CPU_STAGES:
         return "cpu"
     if stage == "select":
-        from pipeline import select
+        from pipeline.registry import registries
 
+        (select,) = registries("select")  # a lookup by name, not a code dependency (codedeps)
         if select_method is None:
             raise ValueError("select jobs need the selection method's name")
         block = config["select"]["methods"][select_method]
