@@ -67,8 +67,8 @@ class Job:
         return f"{self.kind}{'@' if self.kind in TEMPLATED else '_'}{self.name}"
 
 
-def _search_runs(config: dict, seeds: list[int]):
-    dataset = config["dataset"]
+def _search_runs(config: dict, seeds: list[int], dataset: str | None = None):
+    dataset = dataset or config["dataset"]
     for search in config["search"]["run"]:
         for select in selections_for(config, search):
             for seed in seeds:
@@ -155,15 +155,31 @@ def _transfer_jobs(config: dict) -> list[Job]:
 
 
 def _params_of(config: dict) -> dict[str, dict[str, Any]]:
-    """Parameters file -> content, for every job the config can run (the transfer ones
-    whenever a 'transfer' block names a data entry, as Snakemake can target them)."""
-    dataset = config["dataset"]
+    """Parameters file -> content, for every job the config can run: the chain of every
+    data entry (Snakemake can target e.g. results/tables/cifar100.csv; the DVC pipeline
+    runs the default dataset's), and the transfer jobs whenever a 'transfer' block names a
+    data entry."""
+    files: dict[str, dict[str, Any]] = {}
+    transfer = config.get("transfer")
+    target = transfer["dataset"] if transfer is not None and transfer["dataset"] in config["data"] else None
+    for dataset in config["data"]:
+        if dataset != target or dataset == config["dataset"]:
+            files.update(_chain_params(config, dataset))
+    if target is not None:
+        for keys in _search_runs(config, transfer["seeds"]):
+            files[PARAMS["transfer"].format(target=target, **keys)] = stage_params(config, "transfer", dataset=target, seed=keys["seed"])
+        files[PARAMS["tables"].format(dataset=target)] = stage_params(config, "tables", dataset=target)
+    return files
+
+
+def _chain_params(config: dict, dataset: str) -> dict[str, dict[str, Any]]:
+    """The parameters files of one dataset's chain: data, search, select, retrain, latency, tables."""
     files = {PARAMS["data"].format(dataset=dataset): stage_params(config, "data", dataset=dataset)}
     for search in config["search"]["run"]:
         for seed in config["seeds"]:
             keys = {"dataset": dataset, "search": search, "seed": seed}
             files[PARAMS["search"].format(**keys)] = stage_params(config, "search", dataset=dataset, method=search, seed=seed)
-    for keys in _search_runs(config, config["seeds"]):
+    for keys in _search_runs(config, config["seeds"], dataset):
         files[PARAMS["select"].format(**keys)] = stage_params(config, "select", dataset=dataset, method=keys["select"], seed=keys["seed"])
         files[PARAMS["retrain"].format(**keys)] = stage_params(config, "retrain", dataset=dataset, seed=keys["seed"])
         if "latency" in config:
@@ -171,12 +187,6 @@ def _params_of(config: dict) -> dict[str, dict[str, Any]]:
     files[PARAMS["tables"].format(dataset=dataset)] = stage_params(config, "tables", dataset=dataset)
     if "latency" in config:
         files[PARAMS["latency_filter"].format(dataset=dataset)] = stage_params(config, "latency_filter", dataset=dataset)
-    transfer = config.get("transfer")
-    if transfer is not None and transfer["dataset"] in config["data"]:
-        target = transfer["dataset"]
-        for keys in _search_runs(config, transfer["seeds"]):
-            files[PARAMS["transfer"].format(target=target, **keys)] = stage_params(config, "transfer", dataset=target, seed=keys["seed"])
-        files[PARAMS["tables"].format(dataset=target)] = stage_params(config, "tables", dataset=target)
     return files
 
 
