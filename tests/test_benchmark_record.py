@@ -82,3 +82,32 @@ def test_a_selected_nb201_cell_carries_its_ground_truth(nb201_search, tiny_data,
     if method == "magnitude":  # the search's last epoch recorded the same cell
         last = artifacts.read_metrics(nb201_search / "metrics.h5").epochs["benchmark_test_acc"][-1]
         assert np.isclose(record["benchmark_test_acc"], last)
+
+
+def test_the_ground_truth_plot_reads_the_records_and_the_picks(nb201_search, tiny_data, tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline import select
+    from pipeline.config import method_options
+    from pipeline.plots import PlotError, read_ground_truth
+
+    options = method_options(select.METHODS, {"algorithm": "magnitude"}, "options")
+    params = {"dataset": "cifar10", "seed": 0, "method": "magnitude", "options": options, "runtime": {"device": "cpu", "amp": "none", "channels_last": False}}
+    run_select(params, nb201_search / "supernet.pt", tiny_data, tmp_path / "genotype.json", threads=1)
+    metrics = nb201_search / "metrics.h5"
+    runs, picks, dataset = read_ground_truth([metrics], [tmp_path / "genotype.json"])
+    assert dataset == "cifar10" and [(r.search_method, r.seed) for r in runs] == [("darts_1st", 0)]
+    np.testing.assert_array_equal(runs[0].accuracy, artifacts.read_metrics(metrics).epochs["benchmark_test_acc"])
+    assert [(p.selection_method, p.accuracy) for p in picks] == [("magnitude", pytest.approx(runs[0].accuracy[-1]))]
+    out = tmp_path / "ground_truth.svg"
+    result = subprocess.run([sys.executable, "-m", "pipeline", "plot-ground-truth", str(metrics), "--genotypes", str(tmp_path / "genotype.json"),
+                             "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    svg = out.read_text()
+    assert "darts_1st + magnitude, per epoch (1 seed)" in svg and "darts_1st + magnitude: final pick (1 seed)" in svg
+    assert "benchmark's best cell (94.37)" in svg
+    darts_run = tmp_path / "darts"
+    run_search(search_params(settings={"epochs": 1}), tiny_data, darts_run, threads=1)
+    with pytest.raises(PlotError, match="not a search with a per-epoch benchmark record"):
+        read_ground_truth([darts_run / "metrics.h5"])

@@ -137,7 +137,11 @@ def cmd_transfer(args):
 def cmd_tables(args):
     from pipeline.tables import run_tables
 
-    table = run_tables(_params(args, "tables"), args.metrics, args.out, latency=args.latency, metrics_out=args.metrics_out)
+    if not args.metrics and not args.genotypes:
+        raise ConfigError("tables: give retrain (or transfer) metrics files, or --genotypes of benchmark-judged cells")
+    table = run_tables(
+        _params(args, "tables"), args.metrics, args.out, latency=args.latency, metrics_out=args.metrics_out, genotype_paths=args.genotypes
+    )
     print(table.to_string(index=False))
 
 
@@ -220,6 +224,21 @@ def cmd_plot_decisions(args):
     print(f"wrote {args.out}")
 
 
+def cmd_table_html(args):
+    from pipeline.artifacts import read_table, write_bytes_atomic
+    from pipeline.display import table_html
+
+    write_bytes_atomic(args.out, table_html(read_table(args.table), title=args.title).encode())
+    print(f"wrote {args.out}")
+
+
+def cmd_plot_ground_truth(args):
+    from pipeline.plots import ground_truth_figure, save_figure
+
+    save_figure(ground_truth_figure(args.metrics, args.genotypes), args.out)
+    print(f"wrote {args.out}")
+
+
 def cmd_plot_latency(args):
     from pipeline.plots import latency_table_figure, save_figure
 
@@ -272,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--latency", help="latency-filter output: add each row's latency and whether it passed")
     p.add_argument("--metrics-out", help="also write the table's numbers as JSON (for dvc metrics)")
-    p.add_argument("metrics", nargs="+", help="retrain metrics.h5 files, or transfer ones")
+    p.add_argument("metrics", nargs="*", help="retrain metrics.h5 files, or transfer ones")
+    p.add_argument("--genotypes", nargs="+", action="extend", default=[],
+                   help="genotype.json files of nb201 cells judged by the benchmark instead of retrained (rows without test error)")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("latency", help="latency of a selected architecture (measured or looked up)")
@@ -326,6 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
     p.add_argument("--title")
     p.set_defaults(func=cmd_plot_decisions)
+
+    p = sub.add_parser("table-html", help="write a results table CSV as an HTML table (the report's first page)")
+    p.add_argument("table")
+    p.add_argument("--out", required=True, help="HTML fragment file")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_table_html)
+
+    p = sub.add_parser("plot-ground-truth", help="plot nb201 searches' per-epoch benchmark accuracy and their selections' picks")
+    p.add_argument("metrics", nargs="*", help="search metrics.h5 files of nb201 searches")
+    p.add_argument("--genotypes", nargs="+", action="extend", default=[], help="genotype.json files of their selections")
+    p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
+    p.set_defaults(func=cmd_plot_ground_truth)
 
     p = sub.add_parser("plot-latency", help="plot test accuracy vs latency of a latency table, with the target")
     p.add_argument("table", help="results/tables/latency/<dataset>.csv")

@@ -44,6 +44,7 @@ rule latency_filter:
 rule tables_latency:
     input:
         metrics=retrain_metrics,
+        genotypes=benchmark_genotypes,
         latency=PATHS["latency_filter"],
         code=code_files("tables"),
     output:
@@ -60,9 +61,12 @@ rule tables_latency:
         **slurm_resources("tables"),
     params:
         stage=lambda w: stage_json("tables", w),
+        genotypes=lambda w, input: (
+            f"--genotypes {' '.join(input.genotypes)}" if input.genotypes else ""
+        ),
     shell:
         "python -m pipeline tables --params {params.stage:q} --latency {input.latency}"
-        " --out {output} {input.metrics} > {log} 2>&1"
+        " --out {output} {input.metrics} {params.genotypes} > {log} 2>&1"
 
 
 rule plot_latency:

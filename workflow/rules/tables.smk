@@ -1,6 +1,7 @@
 rule tables:
     input:
         metrics=retrain_metrics,
+        genotypes=benchmark_genotypes,
         code=code_files("tables"),
     output:
         table=report(
@@ -15,6 +16,29 @@ rule tables:
         **slurm_resources("tables"),
     params:
         stage=lambda w: stage_json("tables", w),
+        genotypes=lambda w, input: (
+            f"--genotypes {' '.join(input.genotypes)}" if input.genotypes else ""
+        ),
     shell:
         "python -m pipeline tables --params {params.stage:q} --out {output.table}"
-        " --metrics-out {output.metrics} {input.metrics} > {log} 2>&1"
+        " --metrics-out {output.metrics} {input.metrics} {params.genotypes} > {log} 2>&1"
+
+
+rule table_html:
+    input:
+        table=table_path("{dataset}"),
+        code=code_files("table_html"),
+    output:
+        report(
+            PATHS["table_html"],
+            caption="../report/table_html.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/tables/{dataset}_html.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        title="Results: {dataset}",
+    shell:
+        "python -m pipeline table-html {input.table} --out {output} --title {params.title:q} > {log} 2>&1"
