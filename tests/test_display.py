@@ -108,14 +108,14 @@ def test_html_table_shows_numbers_as_numbers_and_leaves_missing_ones_empty(tmp_p
     text = table_html(table, title="Results: cifar10")
     header = text.split("<thead>")[1].split("</thead>")[0]
     assert [h for h in header.replace("<tr>", "").replace("</tr>", "").split("</th>") if h] == [
-        f"<th>{h}" for h in ("dataset", "space", "search", "selection", "seeds", "NB201 test acc (%)", "± std",
+        f"<th>{h}" for h in ("space", "search", "selection", "seeds", "NB201 test acc (%)", "± std",
                               "test error (%)", "± std", "best", "params (M)", "search cost", "unit")
     ]
     darts, _, nb201 = html_rows(text)
-    assert darts == [("", "cifar10"), ("", "darts"), ("", "darts_1st"), ("", "magnitude"), ("", "0 1"), ("num", ""), ("num", ""),
+    assert darts == [("", "darts"), ("", "darts_1st"), ("", "magnitude"), ("", "0 1"), ("num", ""), ("num", ""),
                      ("num", "55.10"), ("num", "1.20"), ("num", "54.25"), ("num", "0.0412"), ("num", "0.0123"), ("", "CPU-hours")]
-    assert nb201[3] == ("", "pt&lt;x&gt;")  # escaped
-    assert nb201[5:10] == [("num", "93.76"), ("num", "0.61"), ("num", ""), ("num", ""), ("num", "")]
+    assert nb201[2] == ("", "pt&lt;x&gt;")  # escaped
+    assert nb201[4:9] == [("num", "93.76"), ("num", "0.61"), ("num", ""), ("num", ""), ("num", "")]
     assert "Results: cifar10" in text and "<style>" in text
     # The CLI writes the same fragment.
     out = tmp_path / "cifar10.html"

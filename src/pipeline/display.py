@@ -108,8 +108,7 @@ def table_text(table: pd.DataFrame, all_columns: bool = False, width: int | None
 
 
 # The HTML table's columns: the numbers themselves (mean, std), not "mean ± std" text.
-HTML_VIEW = (
-    ("dataset", "dataset"),
+HTML_VIEW = (  # the dataset is the table's title
     ("space", "space"),
     ("search_method", "search"),
     ("selection_method", "selection"),
@@ -124,8 +123,8 @@ HTML_VIEW = (
     ("search_cost_unit", "unit"),
 )
 HTML_STYLE = (
-    "table.results{border-collapse:collapse;font:13px/1.4 sans-serif;margin:0.5em 0 1em}"
-    "table.results th,table.results td{border:1px solid #ccc;padding:3px 8px}"
+    "table.results{border-collapse:collapse;font:12px/1.3 sans-serif;margin:0.5em 0 1em}"
+    "table.results th,table.results td{border:1px solid #ccc;padding:2px 5px}"
     "table.results th{background:#f0f0f0}table.results td.num{text-align:right;font-variant-numeric:tabular-nums}"
 )
 
