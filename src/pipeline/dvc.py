@@ -160,6 +160,12 @@ def render_dvc_yaml(config_paths: list[str]) -> str:
         "metrics": [table_metrics],
         "plots": [{table: {"x": "test_error_mean", "y": "search_method", "template": "bar_horizontal"}}],
     }
+    table_html = PATHS["table_html"].format(dataset=dataset)
+    stages[f"table_html_{dataset}"] = {  # the report's first page, as Snakemake's default target makes it
+        "cmd": f"python -m pipeline table-html {table} --out {table_html} --title 'Results: {dataset}'",
+        "deps": [table] + _code("table_html"),
+        "outs": [table_html],
+    }
     transfer = config.get("transfer")
     if transfer is not None and transfer["enabled"]:
         stages.update(_transfer_stages(config, files, configs, runtime_keys))
