@@ -29,10 +29,23 @@ def test_papers_settings_and_demo_overlay():
     assert papers["seeds"] == [0, 1, 2, 3]
     config = load_config(BASE)
     assert config["runtime"]["device"] == "cpu"
-    # The demo runs every search method (unas_latency needs the mobile space: test_latency.py)
-    # and each selection: the methods' own derivations and the darts-pt / BaLeNAS-TF pairs.
+    # The quick demo: NB201 searches judged by the benchmark (DARTS with magnitude, PT and
+    # train-free; SNAS with its own derivation) and one DARTS-space chain through retraining.
+    from pipeline.config import judged_by_benchmark, search_settings
+
+    run = config["search"]["run"]
+    nb201 = [name for name in run if search_settings(config, name)["space"] == "nb201"]
+    darts = [name for name in run if search_settings(config, name)["space"] == "darts"]
+    assert all(judged_by_benchmark(config, name) for name in nb201) and not any(judged_by_benchmark(config, name) for name in darts)
+    pairs = {(config["search"]["methods"][name]["algorithm"], select) for name in nb201 for select in selections_for(config, name)}
+    assert {("darts", "magnitude"), ("darts", "pt"), ("darts", "trainfree"), ("snas", "snas")} <= pairs
+    assert [(config["search"]["methods"][name]["algorithm"], selections_for(config, name)) for name in darts] == [("darts", ["magnitude"])]
+    # The every-method matrix (demo-all.yaml) runs every search method (unas_latency needs
+    # the mobile space: test_latency.py) and each selection: the methods' own derivations
+    # and the darts-pt / BaLeNAS-TF pairs.
     from pipeline import search
 
+    config = load_config([REPO / "config" / "config.yaml", REPO / "config" / "demo-all.yaml"])
     run = config["search"]["run"]
     assert {config["search"]["methods"][name]["algorithm"] for name in run} == set(search.METHODS.names()) - {"unas_latency"}
     assert {"order": 2} .items() <= config["search"]["methods"]["darts_2nd"].items()
@@ -41,6 +54,22 @@ def test_papers_settings_and_demo_overlay():
             ("snas", "snas"), ("unas", "unas"), ("darts_1st", "magnitude"), ("darts_2nd", "magnitude")} <= pairs
     assert all(select not in ("snas", "unas") for name, select in pairs if name not in ("snas", "unas"))
     assert config["search"]["methods"]["sgas_pt"]["op_selection"] == "pt" and "sgas_pt" in run  # SGAS+PT
+
+
+def test_the_study_config_runs_the_darts_pt_nb201_comparison_on_a_cifar10_of_ones_choice(tmp_path):
+    from pipeline.config import judged_by_benchmark, search_settings
+
+    study = REPO / "config" / "study-nb201.yaml"
+    own = tmp_path / "own.yaml"  # a user's own CIFAR-10 (here: the demo tarball)
+    tar = str(REPO / "data" / "demo" / "cifar10-demo.tar.gz")
+    own.write_text(yaml.safe_dump({"data": {"cifar10": {"source": {"format": "imagefolder", "train": tar, "test": tar}}}}))
+    config = load_config([REPO / "config" / "config.yaml", study, own])
+    assert config["data"]["cifar10"]["source"]["train"] == tar
+    run = config["search"]["run"]
+    assert all(search_settings(config, name)["space"] == "nb201" and judged_by_benchmark(config, name) for name in run)
+    pairs = {(config["search"]["methods"][name]["algorithm"], select) for name in run for select in selections_for(config, name)}
+    assert pairs == {("darts", "magnitude"), ("darts", "pt"), ("darts", "pt_mag"), ("darts", "trainfree"), ("snas", "snas")}
+    assert yaml.safe_load(study.read_text())["data"]["cifar10"]["source"]["train"] == "../shared/data/cifar10-jpeg/train.tar.gz"
 
 
 def test_deep_merge_merges_dicts_and_replaces_lists():

@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 
 from pipeline import artifacts, runtime
-from pipeline.display import cell_ascii, genotype_ascii, table_text
+from pipeline.display import cell_ascii, genotype_ascii, table_html, table_text
 from pipeline.pictures import cell_graph, genotype_graphs
 from pipeline.spaces import get_space
 from test_pictures import NB201_CELL
@@ -43,6 +43,7 @@ TABLE = pd.DataFrame({
     "test_error_mean": [55.1, 53.0], "test_error_std": [1.2, 0.4], "test_error_best": [54.25, 52.6], "params_m": [0.0412, 0.0398],
     "search_cost": [0.0123, 0.0311], "search_cost_unit": ["CPU-hours", "CPU-hours"], "device": ["cpu", "cpu"],
     "benchmark_test_acc": [float("nan"), float("nan")],  # darts rows: no NAS-Bench-201 accuracy
+    "benchmark_test_acc_mean": [float("nan"), float("nan")], "benchmark_test_acc_std": [float("nan"), float("nan")],
 })
 
 
@@ -85,3 +86,40 @@ def test_progress_bars_show_on_a_terminal_and_stay_silent_in_logs(monkeypatch):
     assert list(runtime.progress(range(3), desc="batches")) == [0, 1, 2]
     runtime.log("epoch 1/1: done")
     assert log.getvalue() == "epoch 1/1: done\n"
+
+
+def html_rows(text: str) -> list[list[tuple[str, str]]]:
+    """(class, text) of each cell of each row of an HTML table."""
+    import re
+
+    body = text.split("<tbody>")[1].split("</tbody>")[0]
+    return [re.findall(r'<td(?: class="(\w+)")?>(.*?)</td>', row) for row in body.split("</tr>") if "<td" in row]
+
+
+def test_html_table_shows_numbers_as_numbers_and_leaves_missing_ones_empty(tmp_path):
+    nb201_row = TABLE.iloc[[0]].assign(
+        space="nb201", search_method="darts_1st_nb201", selection_method="pt<x>", test_error="", test_error_mean=float("nan"),
+        test_error_std=float("nan"), test_error_best=float("nan"), params_m=float("nan"),
+        benchmark_test_acc="93.76 ± 0.61", benchmark_test_acc_mean=93.7562, benchmark_test_acc_std=0.6081,
+    )
+    path = tmp_path / "cifar10.csv"
+    artifacts.write_table(path, pd.concat([TABLE, nb201_row], ignore_index=True))
+    table = artifacts.read_table(path)  # as the workflow reads it: missing numbers are NaN
+    text = table_html(table, title="Results: cifar10")
+    header = text.split("<thead>")[1].split("</thead>")[0]
+    assert [h for h in header.replace("<tr>", "").replace("</tr>", "").split("</th>") if h] == [
+        f"<th>{h}" for h in ("space", "search", "selection", "seeds", "NB201 test acc (%)", "± std",
+                              "test error (%)", "± std", "best", "params (M)", "search cost", "unit")
+    ]
+    darts, _, nb201 = html_rows(text)
+    assert darts == [("", "darts"), ("", "darts_1st"), ("", "magnitude"), ("", "0 1"), ("num", ""), ("num", ""),
+                     ("num", "55.10"), ("num", "1.20"), ("num", "54.25"), ("num", "0.0412"), ("num", "0.0123"), ("", "CPU-hours")]
+    assert nb201[2] == ("", "pt&lt;x&gt;")  # escaped
+    assert nb201[4:9] == [("num", "93.76"), ("num", "0.61"), ("num", ""), ("num", ""), ("num", "")]
+    assert "Results: cifar10" in text and "<style>" in text
+    # The CLI writes the same fragment.
+    out = tmp_path / "cifar10.html"
+    result = subprocess.run([sys.executable, "-m", "pipeline", "table-html", str(path), "--out", str(out), "--title", "Results: cifar10"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == text

@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pytest
 
@@ -94,7 +95,62 @@ def test_nb201_rows_carry_the_benchmark_accuracy_of_the_selected_cells(tmp_path)
     accuracies = [94.37333, nb201.lookup(ALL_SKIP).cifar10_test_200ep]
     expected = f"{np.mean(accuracies):.2f} ± {np.std(accuracies, ddof=1):.2f}"
     assert table.loc["nb201", "benchmark_test_acc"] == expected
-    assert table.loc["darts", "benchmark_test_acc"] == ""
+    assert table.loc["nb201", "benchmark_test_acc_mean"] == pytest.approx(np.mean(accuracies), abs=1e-4)
+    assert table.loc["nb201", "benchmark_test_acc_std"] == pytest.approx(np.std(accuracies, ddof=1), abs=1e-4)
+    assert table.loc["darts", "benchmark_test_acc"] == "" and np.isnan(table.loc["darts", "benchmark_test_acc_mean"])
+
+
+def judged_genotype(path, text, seed, selection="pt", search="darts_1st_nb201", dataset="cifar10", space="nb201"):
+    """A selection's genotype file as run_select writes it (the provenance the table reads)."""
+    from pipeline.spaces import get_space
+
+    cells = get_space("nb201").from_text(text) if space == "nb201" else None
+    record = artifacts.provenance(
+        {"dataset": dataset}, seed=seed, search_method=search, selection_method=selection, search_seconds=1800.0,
+        search_device="cpu", select_seconds=1800.0, genotype_text=text,
+    )
+    artifacts.write_genotype(path, {"space": space, "cells": cells}, record)
+    return path
+
+
+def test_benchmark_judged_cells_make_rows_without_retraining(tmp_path):
+    """benchmarks.nb201.retrain: false: the genotypes of the nb201 selections are the rows
+    (benchmark accuracy, no test error or size), beside the retrained DARTS rows."""
+    from pipeline import nb201
+
+    genotypes = [judged_genotype(tmp_path / "a.json", BEST_NB201, 0), judged_genotype(tmp_path / "b.json", ALL_SKIP, 1)]
+    metrics = [retrain_metrics(tmp_path / "c.h5", "darts_1st", 3.0, 0)]
+    table = run_tables({"dataset": "cifar10", "benchmarks": {"nb201": {"path": None}}}, metrics, tmp_path / "t.csv",
+                       metrics_out=tmp_path / "t.json", genotype_paths=genotypes)
+    row = table.set_index("space").loc["nb201"]
+    accuracies = [94.37333, nb201.lookup(ALL_SKIP).cifar10_test_200ep]
+    assert (row["search_method"], row["selection_method"], row["seeds"]) == ("darts_1st_nb201", "pt", "0 1")
+    assert row["benchmark_test_acc_mean"] == pytest.approx(np.mean(accuracies), abs=1e-4)
+    assert row["test_error"] == "" and np.isnan(row["test_error_mean"]) and np.isnan(row["params_m"])
+    assert row["search_cost"] == pytest.approx(1.0) and row["search_cost_unit"] == "CPU-hours"
+    written = artifacts.read_table(tmp_path / "t.csv").set_index("space")
+    assert written.loc["nb201", "test_error_mean"] != written.loc["nb201", "test_error_mean"]  # NaN: a number column stays numeric
+    assert written["benchmark_test_acc_mean"].dtype.kind == "f" and written["test_error_mean"].dtype.kind == "f"
+    numbers = json.loads((tmp_path / "t.json").read_text())
+    assert set(numbers["nb201"]["darts_1st_nb201"]["pt"]["CPU-hours"]) == {"search_cost", "benchmark_test_acc_mean", "benchmark_test_acc_std"}
+    assert numbers["darts"]["darts_1st"]["magnitude"]["CPU-hours"]["test_error_mean"] == 3.0
+
+
+def test_only_nb201_cells_can_skip_retraining_and_a_row_is_one_kind(tmp_path):
+    from pipeline.spaces import get_space
+    from test_spaces import DARTS_V2
+
+    darts = tmp_path / "d.json"
+    record = artifacts.provenance({"dataset": "cifar10"}, seed=0, search_method="darts_1st", selection_method="magnitude",
+                                  search_seconds=1.0, search_device="cpu", select_seconds=1.0, genotype_text="")
+    artifacts.write_genotype(darts, {"space": "darts", "cells": get_space("darts").from_text(DARTS_V2)}, record)
+    with pytest.raises(artifacts.ArtifactError, match="d.json: a 'darts' cell has no benchmark to judge it; retrain it"):
+        build_table([], "cifar10", genotype_paths=[darts])
+    mixed = [retrain_metrics(tmp_path / "a.h5", "darts_1st_nb201", 40.0, 0, space="nb201", genotype_text=BEST_NB201)]
+    with pytest.raises(artifacts.ArtifactError, match="has retrained and benchmark-judged runs"):
+        build_table(mixed, "cifar10", genotype_paths=[judged_genotype(tmp_path / "b.json", ALL_SKIP, 1, selection="magnitude")])
+    with pytest.raises(artifacts.ArtifactError, match="b.json: dataset 'cifar100', expected 'cifar10'"):
+        build_table([], "cifar10", genotype_paths=[judged_genotype(tmp_path / "b.json", ALL_SKIP, 1, dataset="cifar100")])
 
 
 def test_an_official_nats_bench_file_replaces_the_vendored_table(tmp_path, monkeypatch):

@@ -303,6 +303,11 @@ def report_data(html: str) -> tuple[dict, dict]:
     return script("results"), script("categories")
 
 
+def workflow_description(html: str) -> str:
+    """The report's first page (its workflow description) as HTML."""
+    return json.loads(re.search(r"var workflow_desc = (.*?);\n", html, flags=re.S).group(1))
+
+
 def embedded(record: dict) -> str:
     return base64.b64decode(record["data_uri"].split(",", 1)[1]).decode()
 
@@ -315,13 +320,14 @@ def test_html_report_holds_every_table_picture_and_plot(project):
     chosen = "results/select/cifar10/darts_1st/magnitude/seed0"
     retrain = "results/retrain/cifar10/darts_1st/magnitude/seed0/plots"
     assert {cat: {sub: sorted(paths) for sub, paths in subs.items()} for cat, subs in categories.items()} == {
-        "Tables": {"Other": [TARGET]},
+        "Tables": {"Other": [TARGET, "results/tables/cifar10.html"]},
         "cifar10, darts space": {
             "darts_1st": [f"{search}/alpha_normal.svg", f"{search}/alpha_reduce.svg", f"{search}/curves.svg"],
             "darts_1st + magnitude": [f"{retrain}/curves.svg", f"{chosen}/decisions.svg", f"{chosen}/genotype.svg"],
         },
     }
     assert embedded(results[TARGET]) == (project / TARGET).read_text()
+    assert embedded(results["results/tables/cifar10.html"]) in workflow_description((project / "report.html").read_text())
     assert results[f"{chosen}/genotype.svg"]["labels"] == {"figure": "cells", "seed": "0"}
     assert "magnitude selected" in results[f"{chosen}/genotype.svg"]["caption"]
     picture = embedded(results[f"{chosen}/genotype.svg"])
@@ -372,3 +378,62 @@ def test_imagenet_table_target_transfers_the_searched_cells(project):
     assert table["multiply_adds_m"][0] <= 0.3 and int(table["init_channels"][0]) % 2 == 0
     assert 0 <= table["top1_error_mean"][0] <= 100
     assert planned_jobs(run("-n", "results/tables/imagenet.csv")) == {}
+
+
+NB201_TINY = {
+    "seeds": [0, 1],
+    "runtime": {"device": "cpu", "channels_last": False, "threads": 1},
+    "data": {"cifar10": {"subset": {"train_per_class": 8, "test_per_class": 4, "seed": 0}}},
+    "search": {
+        "run": ["darts_1st_nb201", "darts_1st"],
+        "settings": {"epochs": 1, "init_channels": 2, "layers": 3, "batch_size": 20},
+        "methods": {"darts_1st_nb201": {"settings": {"epochs": 2, "init_channels": 2, "layers": 5, "subset_per_class": None}}},
+    },
+    "select": {"run_for": {"darts_1st_nb201": ["magnitude", "trainfree"], "darts_1st": ["magnitude"]}},
+    "retrain": {"epochs": 1, "init_channels": 4, "layers": 3, "batch_size": 40},
+}
+
+
+def test_demo_judges_nb201_cells_by_the_benchmark_and_the_report_opens_on_the_table(tmp_path):
+    """The demo's shape (config/demo.yaml) at tiny scale: nb201 cells judged by the benchmark,
+    not retrained; a DARTS cell retrained; the report's first page holds the table as HTML,
+    with the table's values, and the ground-truth plot."""
+    import pandas as pd
+
+    from pipeline import artifacts, nb201
+
+    overlay = {**NB201_TINY, "select": {**NB201_TINY["select"], "methods": {"trainfree": {"samples": 2, "batch_size": 16}}}}
+    project = copy_project(tmp_path)
+    (project / "config" / "tiny.yaml").write_text(yaml.safe_dump(overlay))
+    result = snakemake(project, targets=())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (project / "results" / "retrain" / "cifar10" / "darts_1st_nb201").exists()  # judged, not retrained
+    table = pd.read_csv(project / TARGET).set_index(["search_method", "selection_method"])
+    assert sorted(table.index) == [("darts_1st", "magnitude"), ("darts_1st_nb201", "magnitude"), ("darts_1st_nb201", "trainfree")]
+    for selection in ("magnitude", "trainfree"):
+        texts = [json.loads((project / f"results/select/cifar10/darts_1st_nb201/{selection}/seed{seed}/genotype.json").read_text())
+                 ["provenance"]["genotype_text"] for seed in (0, 1)]
+        mean = sum(nb201.lookup(text).cifar10_test_200ep for text in texts) / 2
+        assert table.loc[("darts_1st_nb201", selection), "benchmark_test_acc_mean"] == pytest.approx(mean, abs=1e-3)
+        assert pd.isna(table.loc[("darts_1st_nb201", selection), "test_error_mean"])
+    assert 0 <= table.loc[("darts_1st", "magnitude"), "test_error_mean"] <= 100
+    # The search's last-epoch record is its magnitude pick's accuracy.
+    for seed in (0, 1):
+        record = artifacts.read_metrics(project / f"results/search/cifar10/darts_1st_nb201/seed{seed}/metrics.h5").epochs
+        pick = json.loads((project / f"results/select/cifar10/darts_1st_nb201/magnitude/seed{seed}/genotype.json").read_text())
+        assert record["benchmark_test_acc"][-1] == pytest.approx(pick["provenance"]["benchmark_test_acc"])
+
+    report = snakemake(project, "--report", "report.html", targets=())
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = (project / "report.html").read_text()
+    first_page = workflow_description(html)
+    assert first_page.index('<table class="results">') < first_page.index("<svg")  # the table first, then the plot
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", first_page)
+    for (search, selection), row in table.iterrows():
+        assert search in cells and selection in cells
+        for column in ("benchmark_test_acc_mean", "test_error_mean", "test_error_best"):
+            if not pd.isna(row[column]):
+                assert f"{row[column]:.2f}" in cells
+    assert "darts_1st_nb201 + magnitude, per epoch (2 seeds)" in first_page
+    results, categories = report_data(html)
+    assert sorted(categories["Tables"]["Other"]) == ["results/tables/cifar10.csv", "results/tables/cifar10.html", "results/tables/cifar10_ground_truth.svg"]

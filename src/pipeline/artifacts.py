@@ -65,6 +65,8 @@ TABLE_COLUMNS = (
     "search_cost_unit",
     "device",
     "benchmark_test_acc",
+    "benchmark_test_acc_mean",
+    "benchmark_test_acc_std",
 )
 TRANSFER_TABLE_COLUMNS = (
     "dataset",
@@ -687,18 +689,21 @@ def write_table(path: str | os.PathLike, table: pd.DataFrame, kind: str = "retra
         table.loc[:, columns].to_csv(tmp, index=False)
 
 
-TABLE_METRICS = ("test_error_mean", "test_error_std", "test_error_best", "params_m", "search_cost")
+TABLE_METRICS = (
+    "test_error_mean", "test_error_std", "test_error_best", "params_m", "search_cost", "benchmark_test_acc_mean", "benchmark_test_acc_std",
+)
 
 
 def write_table_metrics(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """The table's numbers as JSON for `dvc metrics`: space > search > selection > cost unit."""
+    """The table's numbers as JSON for `dvc metrics`: space > search > selection > cost unit
+    (a row's empty numbers, e.g. the test error of a benchmark-judged cell, left out)."""
     nested: dict = {}
     for row in table.to_dict("records"):
         keys = (row["space"], row["search_method"], row["selection_method"], row["search_cost_unit"])
         node = nested
         for key in keys[:-1]:
             node = node.setdefault(key, {})
-        node[keys[-1]] = {name: float(row[name]) for name in TABLE_METRICS}
+        node[keys[-1]] = {name: float(row[name]) for name in TABLE_METRICS if not pd.isna(row[name])}
     write_bytes_atomic(path, (json.dumps(nested, indent=2, sort_keys=True) + "\n").encode())
 
 

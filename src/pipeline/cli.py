@@ -161,7 +161,11 @@ def cmd_transfer(args):
 def cmd_tables(args):
     from pipeline.tables import run_tables
 
-    table = run_tables(_params(args, "tables"), args.metrics, args.out, latency=args.latency, metrics_out=args.metrics_out)
+    if not args.metrics and not args.genotypes:
+        raise ConfigError("tables: give retrain (or transfer) metrics files, or --genotypes of benchmark-judged cells")
+    table = run_tables(
+        _params(args, "tables"), args.metrics, args.out, latency=args.latency, metrics_out=args.metrics_out, genotype_paths=args.genotypes
+    )
     print(table.to_string(index=False))
 
 
@@ -283,6 +287,21 @@ def cmd_plot_decisions(args):
     from pipeline.plots import plot_decisions, read_decisions, save_figure
 
     save_figure(plot_decisions(read_decisions(args.record), title=args.title or f"selection decisions: {args.record}"), args.out)
+    print(f"wrote {args.out}")
+
+
+def cmd_table_html(args):
+    from pipeline.artifacts import read_table, write_bytes_atomic
+    from pipeline.display import table_html
+
+    write_bytes_atomic(args.out, table_html(read_table(args.table), title=args.title).encode())
+    print(f"wrote {args.out}")
+
+
+def cmd_plot_ground_truth(args):
+    from pipeline.plots import ground_truth_figure, save_figure
+
+    save_figure(ground_truth_figure(args.metrics, args.genotypes), args.out)
     print(f"wrote {args.out}")
 
 
@@ -413,6 +432,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Plot the scores behind each decision a selection method took, step by step.",
         "pipeline plot-decisions results/select/cifar10/darts_1st/pt/seed0/decisions.h5 --out decisions.svg",
     ),
+    "table-html": (
+        "write a results table CSV as an HTML table (the report's first page)",
+        "Render a results table as an HTML fragment with numeric columns right-aligned; the report embeds it first.",
+        "pipeline table-html results/tables/cifar10.csv --out results/tables/cifar10.html",
+    ),
+    "plot-ground-truth": (
+        "plot nb201 searches' per-epoch benchmark accuracy and their selections' picks",
+        "Plot, per nb201 search, the NAS-Bench-201 accuracy of the cell magnitude selection would derive "
+        "at each epoch, with the final picks of each selection method marked.",
+        "pipeline plot-ground-truth results/search/cifar10/darts_1st_nb201/seed0/metrics.h5 --out ground_truth.svg",
+    ),
     "plot-latency": (
         "plot test accuracy vs latency of a latency table, with the target",
         "Plot each architecture's test accuracy against its latency, with latency.target_ms marked.",
@@ -481,7 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="table CSV to write")
     p.add_argument("--latency", help="latency-filter output: add each row's latency and whether it passed")
     p.add_argument("--metrics-out", help="also write the table's numbers as JSON (for dvc metrics)")
-    p.add_argument("metrics", nargs="+", help="retrain metrics.h5 files, or transfer ones")
+    p.add_argument("metrics", nargs="*", help="retrain metrics.h5 files, or transfer ones")
+    p.add_argument("--genotypes", nargs="+", action="extend", default=[],
+                   help="genotype.json files of nb201 cells judged by the benchmark instead of retrained (rows without test error)")
 
     p = _command(sub, "latency", cmd_latency)
     _add_params(p, "seed")
@@ -537,6 +569,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("record")
     p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
     p.add_argument("--title")
+
+    p = _command(sub, "table-html", cmd_table_html)
+    p.add_argument("table")
+    p.add_argument("--out", required=True, help="HTML fragment file")
+    p.add_argument("--title")
+
+    p = _command(sub, "plot-ground-truth", cmd_plot_ground_truth)
+    p.add_argument("metrics", nargs="*", help="search metrics.h5 files of nb201 searches")
+    p.add_argument("--genotypes", nargs="+", action="extend", default=[], help="genotype.json files of their selections")
+    p.add_argument("--out", required=True, help="figure file: .svg, .png or .pdf")
 
     p = _command(sub, "plot-latency", cmd_plot_latency)
     p.add_argument("table", help="results/tables/latency/<dataset>.csv")

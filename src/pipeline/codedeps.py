@@ -42,6 +42,7 @@ STAGE_ENTRY = {
     "latency": ("pipeline.latency",),
     "latency_filter": ("pipeline.latency",),
     "plots": ("pipeline.plots", "pipeline.pictures"),
+    "table_html": ("pipeline.artifacts", "pipeline.display"),
 }
 
 

@@ -330,6 +330,13 @@ def selections_for(config: dict, search_method: str) -> list[str]:
     return [name for name in names if _accepts(config, name, search_method)]
 
 
+def judged_by_benchmark(config: dict, search_method: str) -> bool:
+    """Whether the search's cells are judged by their benchmark's accuracy instead of being
+    retrained: nb201 searches when ``benchmarks.nb201.retrain`` is false."""
+    retrain = config.get("benchmarks", {}).get("nb201", {}).get("retrain", True)
+    return not retrain and search_settings(config, search_method)["space"] == "nb201"
+
+
 def search_settings(config: dict, method: str) -> dict:
     """``search.settings`` with the method's own ``settings`` block laid over it, so one
     workflow can search several spaces or scales (e.g. a method on nb201 beside DARTS)."""
@@ -385,6 +392,9 @@ PATHS = {
     "latency_table": "results/tables/latency/{dataset}.csv",
     "latency_plot": "results/tables/latency/{dataset}.svg",
     "table_metrics": "results/tables/{dataset}.json",
+    # The table as HTML (the report's first page) and the nb201 searches' ground truth per epoch.
+    "table_html": "results/tables/{dataset}.html",
+    "ground_truth_plot": "results/tables/{dataset}_ground_truth.svg",
     # Pictures and plots, beside the artifact they show.
     "genotype_picture": "results/select/{dataset}/{search}/{select}/seed{seed}/genotype.svg",
     "decisions_plot": "results/select/{dataset}/{search}/{select}/seed{seed}/decisions.svg",

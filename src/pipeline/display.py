@@ -1,7 +1,9 @@
-"""Terminal views: a genotype's cells drawn in plain ASCII, and a results table."""
+"""Views of results: a genotype's cells drawn in plain ASCII, a results table aligned for
+the terminal, and the results table as an HTML table (the report's first page)."""
 
 from __future__ import annotations
 
+import html
 import math
 import shutil
 import sys
@@ -103,3 +105,56 @@ def table_text(table: pd.DataFrame, all_columns: bool = False, width: int | None
     if shown < len(view):
         lines.append(f"(not shown for width: {', '.join(header for _, header in view[shown:])})")
     return "\n".join(lines)
+
+
+# The HTML table's columns: the numbers themselves (mean, std), not "mean ± std" text.
+HTML_VIEW = (  # the dataset is the table's title
+    ("space", "space"),
+    ("search_method", "search"),
+    ("selection_method", "selection"),
+    ("seeds", "seeds"),
+    ("benchmark_test_acc_mean", "NB201 test acc (%)"),
+    ("benchmark_test_acc_std", "± std"),
+    ("test_error_mean", "test error (%)"),
+    ("test_error_std", "± std"),
+    ("test_error_best", "best"),
+    ("params_m", "params (M)"),
+    ("search_cost", "search cost"),
+    ("search_cost_unit", "unit"),
+)
+HTML_STYLE = (
+    "table.results{border-collapse:collapse;font:12px/1.3 sans-serif;margin:0.5em 0 1em}"
+    "table.results th,table.results td{border:1px solid #ccc;padding:2px 5px}"
+    "table.results th{background:#f0f0f0}table.results td.num{text-align:right;font-variant-numeric:tabular-nums}"
+)
+
+
+def table_html(table: pd.DataFrame, title: str | None = None) -> str:
+    """The results table as an HTML fragment (a ``<table class="results">`` with its style):
+    the main columns that hold anything, numbers right-aligned in ``td.num`` cells (a row's
+    missing number is an empty cell), everything HTML-escaped."""
+    view = [(column, header) for column, header in HTML_VIEW if column in table.columns and table[column].notna().any()]
+    numeric = {column: pd.api.types.is_numeric_dtype(table[column]) for column, _ in view}
+    parts = [f"<style>{HTML_STYLE}</style>"]
+    if title:
+        parts.append(f"<p><b>{html.escape(title)}</b></p>")
+    parts.append('<table class="results">')
+    parts.append("<thead><tr>" + "".join(f"<th>{html.escape(header)}</th>" for _, header in view) + "</tr></thead>")
+    parts.append("<tbody>")
+    for _, row in table.iterrows():
+        cells = []
+        for column, _ in view:
+            value = row[column]
+            if numeric[column]:
+                text = "" if pd.isna(value) else _number(value, column)
+                cells.append(f'<td class="num">{text}</td>')
+            else:
+                cells.append(f"<td>{'' if pd.isna(value) else html.escape(str(value))}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    return "\n".join(parts) + "\n"
+
+
+def _number(value, column: str) -> str:
+    """Percentages to 2 decimals; sizes and costs (often well below 1) to 4 significant digits."""
+    return f"{float(value):.4g}" if column in ("params_m", "search_cost") else f"{float(value):.2f}"

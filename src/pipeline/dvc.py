@@ -35,7 +35,8 @@ def _keys(job: Job) -> dict[str, Any]:
 
 
 def _cli(stage: str, params: str, args: str, launch: str = "python") -> str:
-    return f"{launch} -m pipeline {stage.replace('_', '-')} --params-file {params} {args}".rstrip()
+    params_option = f"--params-file {params} " if params else ""
+    return f"{launch} -m pipeline {stage.replace('_', '-')} {params_option}{args}".rstrip()
 
 
 def _templates(config: dict, kinds: set[str]) -> dict[str, dict]:
@@ -85,7 +86,8 @@ def _templates(config: dict, kinds: set[str]) -> dict[str, dict]:
 
 
 def _written_out(job: Job) -> dict:
-    stage = {"cmd": _cli(job.stage, job.params, job.args), "deps": [job.params, job.code, *job.deps], "outs": list(job.outs)}
+    deps = [job.params] if job.params else []
+    stage = {"cmd": _cli(job.stage, job.params, job.args), "deps": [*deps, job.code, *job.deps], "outs": list(job.outs)}
     if job.kind == "tables":
         # `dvc metrics show` reads the JSON; `dvc plots show` draws test error per method.
         table, table_metrics = stage.pop("outs")

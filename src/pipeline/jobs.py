@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import codedeps
-from pipeline.config import PATHS, launch_gpus, selections_for, stage_params
+from pipeline.config import PATHS, judged_by_benchmark, launch_gpus, selections_for, stage_params
 
 PARAMS_ROOT = "results/params"
 PARAMS = {
@@ -52,7 +52,7 @@ class Job:
     kind: str  # the Snakemake rule (and DVC stage kind): tables_latency runs the 'tables' stage
     name: str  # unique within the kind: "cifar10.darts_1st.magnitude.seed0"
     stage: str
-    params: str  # its parameters file
+    params: str  # its parameters file ("": the stage takes none, e.g. table_html)
     deps: list[str] = field(default_factory=list)  # artifacts and source data it reads
     outs: list[str] = field(default_factory=list)
     args: str = ""  # the stage CLI's arguments besides --params-file
@@ -96,7 +96,7 @@ def jobs(config: dict) -> list[Job]:
                 "search", f"{dataset}.{search}.seed{seed}", "search", PARAMS["search"].format(**keys), [data],
                 [f"{out_dir}/supernet.pt", f"{out_dir}/metrics.h5"], f"--data {data} --out-dir {out_dir}",
             ))
-    metrics, latency = [], []
+    metrics, genotypes, latency = [], [], []
     for keys in _search_runs(config, config["seeds"]):
         name = "{dataset}.{search}.{select}.seed{seed}".format(**keys)
         supernet = PATHS["search_dir"].format(**keys) + "/supernet.pt"
@@ -105,12 +105,15 @@ def jobs(config: dict) -> list[Job]:
             "select", name, "select", PARAMS["select"].format(**keys), [supernet, data], [genotype, decisions],
             f"--supernet {supernet} --data {data} --out {genotype} --decisions {decisions}",
         ))
-        retrain_dir = PATHS["retrain_dir"].format(**keys)
-        out.append(Job(
-            "retrain", name, "retrain", PARAMS["retrain"].format(**keys), [genotype, data],
-            [f"{retrain_dir}/model.pt", f"{retrain_dir}/metrics.h5"], f"--genotype {genotype} --data {data} --out-dir {retrain_dir}",
-        ))
-        metrics.append(f"{retrain_dir}/metrics.h5")
+        if judged_by_benchmark(config, keys["search"]):  # the benchmark's accuracy, no retraining
+            genotypes.append(genotype)
+        else:
+            retrain_dir = PATHS["retrain_dir"].format(**keys)
+            out.append(Job(
+                "retrain", name, "retrain", PARAMS["retrain"].format(**keys), [genotype, data],
+                [f"{retrain_dir}/model.pt", f"{retrain_dir}/metrics.h5"], f"--genotype {genotype} --data {data} --out-dir {retrain_dir}",
+            ))
+            metrics.append(f"{retrain_dir}/metrics.h5")
         if "latency" in config:
             record = PATHS["latency"].format(**keys)
             measure = config["latency"]["method"] == "measure"
@@ -121,15 +124,19 @@ def jobs(config: dict) -> list[Job]:
             latency.append(record)
     table, table_metrics = PATHS["table"].format(dataset=dataset), PATHS["table_metrics"].format(dataset=dataset)
     tables_params = PARAMS["tables"].format(dataset=dataset)
-    out.append(Job("tables", dataset, "tables", tables_params, metrics, [table, table_metrics],
-                   f"--out {table} --metrics-out {table_metrics} " + " ".join(metrics)))
+    judged = f" --genotypes {' '.join(genotypes)}" if genotypes else ""
+    out.append(Job("tables", dataset, "tables", tables_params, metrics + genotypes, [table, table_metrics],
+                   f"--out {table} --metrics-out {table_metrics} " + " ".join(metrics) + judged))
+    table_html = PATHS["table_html"].format(dataset=dataset)  # the report's first page
+    out.append(Job("table_html", dataset, "table_html", "", [table], [table_html],
+                   f"{table} --out {table_html} --title 'Results: {dataset}'"))
     if "latency" in config:
         filter_out = PATHS["latency_filter"].format(dataset=dataset)
         out.append(Job("latency_filter", dataset, "latency_filter", PARAMS["latency_filter"].format(dataset=dataset), latency,
                        [filter_out], f"--out {filter_out} " + " ".join(latency)))
         latency_table = PATHS["latency_table"].format(dataset=dataset)
-        out.append(Job("tables_latency", dataset, "tables", tables_params, metrics + [filter_out], [latency_table],
-                       f"--latency {filter_out} --out {latency_table} " + " ".join(metrics)))
+        out.append(Job("tables_latency", dataset, "tables", tables_params, metrics + genotypes + [filter_out], [latency_table],
+                       f"--latency {filter_out} --out {latency_table} " + " ".join(metrics) + judged))
     transfer = config.get("transfer")
     if transfer is not None and transfer["enabled"]:
         out.extend(_transfer_jobs(config))

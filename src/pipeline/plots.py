@@ -629,3 +629,104 @@ def latency_table_figure(path: str | Path):
     title = f"{table['dataset'].iloc[0]}: test accuracy vs latency" if "dataset" in table else "test accuracy vs latency"
     return plot_latency_accuracy(table["latency_ms"], 100.0 - table["test_error_mean"], labels,
                                  target=float(table["latency_target_ms"].iloc[0]), title=title)
+
+
+# ---------------------------------------------------------------- benchmark ground truth
+
+
+@dataclass
+class GroundTruthRun:
+    """One search's per-epoch ground truth (its magnitude pick's benchmark accuracy)."""
+
+    search_method: str
+    seed: int
+    accuracy: np.ndarray  # (epochs,)
+
+
+@dataclass
+class GroundTruthPick:
+    """A selection's final pick and its benchmark accuracy."""
+
+    search_method: str
+    selection_method: str
+    seed: int
+    accuracy: float
+
+
+def read_ground_truth(metrics_paths: Sequence[str | Path], genotype_paths: Sequence[str | Path] = ()) -> tuple[list[GroundTruthRun], list[GroundTruthPick], str]:
+    """The per-epoch records of nb201 searches and the benchmark accuracies their selections'
+    genotype files carry; also the dataset (all must agree)."""
+    runs, picks, datasets = [], [], set()
+    for path in metrics_paths:
+        metrics = artifacts.read_metrics(path)
+        if metrics.kind != "search" or "benchmark_test_acc" not in metrics.epochs:
+            raise PlotError(f"{path}: not a search with a per-epoch benchmark record (an nb201 search on a benchmark dataset)")
+        params = metrics.provenance.get("params", {})
+        datasets.add(params.get("dataset"))
+        seed = int(metrics.provenance.get("seed", params.get("seed", 0)))
+        runs.append(GroundTruthRun(metrics.summary["search_method"], seed, np.asarray(metrics.epochs["benchmark_test_acc"], dtype=float)))
+    for path in genotype_paths:
+        record = artifacts.read_genotype(path)["provenance"]
+        if "benchmark_test_acc" not in record:
+            raise PlotError(f"{path}: the genotype carries no benchmark accuracy (not an nb201 cell on a benchmark dataset)")
+        datasets.add(record.get("params", {}).get("dataset"))
+        picks.append(GroundTruthPick(record["search_method"], record["selection_method"], int(record["seed"]), float(record["benchmark_test_acc"])))
+    if not runs and not picks:
+        raise PlotError("ground truth: no search metrics or genotypes given")
+    if len(datasets) > 1:
+        raise PlotError(f"ground truth: the files come from different datasets {sorted(map(str, datasets))}")
+    return runs, picks, datasets.pop() or "?"
+
+
+def plot_ground_truth(runs: Sequence[GroundTruthRun], picks: Sequence[GroundTruthPick], dataset: str = "", best: float | None = None):
+    """Benchmark accuracy against search epoch: per search method, the cell magnitude
+    selection derives after each epoch (mean over seeds as a line, each seed faint); each
+    selection's final pick as a marker after the last epoch (mean, whiskers min to max)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = new_figure(figsize=(10.0, 4.6))
+    ax = fig.subplots()
+
+    def seeds(count: int) -> str:
+        return f"{count} seed{'s' if count != 1 else ''}"
+
+    searches = sorted({r.search_method for r in runs} | {p.search_method for p in picks})
+    colors = {name: f"C{i % 10}" for i, name in enumerate(searches)}
+    last_epoch = max((len(r.accuracy) for r in runs), default=1)
+    for name in searches:
+        mine = [r for r in runs if r.search_method == name]
+        if not mine:
+            continue
+        length = min(len(r.accuracy) for r in mine)
+        x = np.arange(1, length + 1)
+        for r in mine:
+            ax.plot(np.arange(1, len(r.accuracy) + 1), r.accuracy, color=colors[name], lw=0.8, alpha=0.3)
+        mean = np.mean([r.accuracy[:length] for r in mine], axis=0)
+        ax.plot(x, mean, color=colors[name], lw=2, marker="o", ms=3, label=f"{name} + magnitude, per epoch ({seeds(len(mine))})")
+    groups = sorted({(p.search_method, p.selection_method) for p in picks})
+    markers = "s^vDP*Xhp<>"
+    for index, (search, selection) in enumerate(groups):
+        values = np.array([p.accuracy for p in picks if (p.search_method, p.selection_method) == (search, selection)])
+        x = last_epoch + 0.6 + 0.35 * index
+        ax.errorbar(
+            [x], [values.mean()], yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
+            color=colors[search], marker=markers[index % len(markers)], ms=8, capsize=3, lw=1.2, ls="none",
+            label=f"{search} + {selection}: final pick ({seeds(len(values))})",
+        )
+    if best is not None:
+        ax.axhline(best, color="grey", ls="--", lw=1, label=f"benchmark's best cell ({best:.2f})")
+    ax.set_xlabel("search epoch")
+    ax.set_ylabel(f"NAS-Bench-201 test accuracy (%), {dataset}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Ground truth of the selected cells (benchmark's 200-epoch accuracy)", fontsize=10)
+    return fig
+
+
+def ground_truth_figure(metrics_paths: Sequence[str | Path], genotype_paths: Sequence[str | Path] = ()):
+    from pipeline import nb201
+
+    runs, picks, dataset = read_ground_truth(metrics_paths, genotype_paths)
+    best = float(getattr(nb201.best(nb201.DATASETS[dataset][1]), nb201.DATASETS[dataset][1])) if dataset in nb201.DATASETS else None
+    return plot_ground_truth(runs, picks, dataset, best)

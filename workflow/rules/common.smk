@@ -4,10 +4,12 @@ import sys
 from pathlib import Path
 
 from pipeline.cluster import RESOURCE_KEYS, job_resources
+from pipeline.nb201 import DATASETS as NB201_DATASETS
 from pipeline.config import (
     PATHS,
     ConfigError,
     search_settings,
+    judged_by_benchmark,
     launch_gpus,
     selections_for,
     validate_config,
@@ -54,10 +56,11 @@ def table_path(dataset):
 
 
 def retrain_metrics(wildcards):
-    """Every (search, selection, seed) result of the dataset; selections per search method."""
+    """Every retrained (search, selection, seed) result of the dataset; selections per search method."""
     return [
         path
         for search in config["search"]["run"]
+        if not judged_by_benchmark(config, search)
         for path in expand(
             f"{RETRAIN_DIR}/metrics.h5",
             dataset=wildcards.dataset,
@@ -66,6 +69,53 @@ def retrain_metrics(wildcards):
             seed=config["seeds"],
         )
     ]
+
+
+def benchmark_genotypes(wildcards):
+    """The cells judged by their benchmark instead of retrained (benchmarks.nb201.retrain: false)."""
+    return [
+        path
+        for search in config["search"]["run"]
+        if judged_by_benchmark(config, search)
+        for path in expand(
+            GENOTYPE,
+            dataset=wildcards.dataset,
+            search=search,
+            select=selections_for(config, search),
+            seed=config["seeds"],
+        )
+    ]
+
+
+def ground_truth_searches(dataset):
+    """The nb201 searches on a dataset the benchmark has: they record a ground truth per epoch."""
+    if dataset not in NB201_DATASETS:
+        return []
+    return [
+        search
+        for search in config["search"]["run"]
+        if search_settings(config, search)["space"] == "nb201"
+    ]
+
+
+def ground_truth_inputs(wildcards):
+    """Their search metrics and their selections' genotypes, for the ground-truth plot."""
+    searches = ground_truth_searches(wildcards.dataset)
+    keys = dict(dataset=wildcards.dataset, seed=config["seeds"])
+    return {
+        "metrics": [
+            path
+            for search in searches
+            for path in expand(f"{SEARCH_DIR}/metrics.h5", search=search, **keys)
+        ],
+        "genotypes": [
+            path
+            for search in searches
+            for path in expand(
+                GENOTYPE, search=search, select=selections_for(config, search), **keys
+            )
+        ],
+    }
 
 
 def latency_inputs(wildcards):
@@ -110,8 +160,8 @@ def report_category(wildcards):
 
 
 def report_figures(dataset):
-    """Every picture and plot folder of the configured runs (the default target's)."""
-    figures = []
+    """The table as HTML, every picture and plot folder of the configured runs (the default target's)."""
+    figures = [PATHS["table_html"].format(dataset=dataset)]
     for search in config["search"]["run"]:
         keys = dict(
             dataset=dataset,
@@ -122,7 +172,10 @@ def report_figures(dataset):
         figures += expand(PATHS["search_plots"], **keys)
         figures += expand(PATHS["genotype_picture"], **keys)
         figures += expand(PATHS["decisions_plot"], **keys)
-        figures += expand(PATHS["retrain_plots"], **keys)
+        if not judged_by_benchmark(config, search):
+            figures += expand(PATHS["retrain_plots"], **keys)
+    if ground_truth_searches(dataset):
+        figures.append(PATHS["ground_truth_plot"].format(dataset=dataset))
     return figures
 
 

@@ -43,6 +43,7 @@ rule latency_filter:
 rule tables_latency:
     input:
         metrics=retrain_metrics,
+        genotypes=benchmark_genotypes,
         latency=PATHS["latency_filter"],
         params=PARAMS["tables"],
         code=code_path("tables"),
@@ -58,9 +59,13 @@ rule tables_latency:
         "../envs/pipeline.yaml"
     resources:
         **slurm_resources("tables"),
+    params:
+        genotypes=lambda w, input: (
+            f"--genotypes {' '.join(input.genotypes)}" if input.genotypes else ""
+        ),
     shell:
         "python -m pipeline tables --params-file {input.params} --latency {input.latency}"
-        " --out {output} {input.metrics} > {log} 2>&1"
+        " --out {output} {input.metrics} {params.genotypes} > {log} 2>&1"
 
 
 rule plot_latency:

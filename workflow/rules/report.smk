@@ -84,3 +84,22 @@ rule plot_retrain:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline plot {input.metrics} --out-dir {output} 2> {log}"
+
+
+rule plot_ground_truth:
+    input:
+        unpack(ground_truth_inputs),
+        code=code_path("plots"),
+    output:
+        report(
+            PATHS["ground_truth_plot"],
+            caption="../report/ground_truth.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/plots/{dataset}/ground_truth.log",
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline plot-ground-truth {input.metrics} --genotypes {input.genotypes}"
+        " --out {output} 2> {log}"

@@ -1,6 +1,7 @@
 rule tables:
     input:
         metrics=retrain_metrics,
+        genotypes=benchmark_genotypes,
         params=PARAMS["tables"],
         code=code_path("tables"),
     output:
@@ -14,6 +15,30 @@ rule tables:
         "../envs/pipeline.yaml"
     resources:
         **slurm_resources("tables"),
+    params:
+        genotypes=lambda w, input: (
+            f"--genotypes {' '.join(input.genotypes)}" if input.genotypes else ""
+        ),
     shell:
         "python -m pipeline tables --params-file {input.params} --out {output.table}"
-        " --metrics-out {output.metrics} {input.metrics} > {log} 2>&1"
+        " --metrics-out {output.metrics} {input.metrics} {params.genotypes} > {log} 2>&1"
+
+
+rule table_html:
+    input:
+        table=table_path("{dataset}"),
+        code=code_path("table_html"),
+    output:
+        report(
+            PATHS["table_html"],
+            caption="../report/table_html.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/tables/{dataset}_html.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        title="Results: {dataset}",
+    shell:
+        "python -m pipeline table-html {input.table} --out {output} --title {params.title:q} > {log} 2>&1"

@@ -40,6 +40,9 @@ from pipeline.training import (
 )
 
 SUPERNET_FILE = "supernet.pt"
+# What magnitude selection excludes by default (select.magnitude's exclude_ops default; a
+# test keeps the two in step): the per-epoch ground truth is of the cell it would derive.
+MAGNITUDE_EXCLUDE = ("none",)
 METRICS_FILE = "metrics.h5"
 RESUME_FILE = Path("checkpoint") / "last.pt"
 
@@ -116,6 +119,7 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
             "wall_time": time.perf_counter() - started,
         }
         row.update({f"weights_{k}": w.cpu().numpy() for k, w in method.eval_weights().items()})
+        row.update(ground_truth_row(space, method.eval_weights(), params["dataset"]))
         row.update(method.snapshot())
         for key, value in row.items():
             history.setdefault(key, []).append(torch.as_tensor(value))
@@ -136,6 +140,16 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     artifacts.save_checkpoint(out_dir / SUPERNET_FILE, "supernet", payload(epochs))
     finish(resume_path)
     return out_dir / SUPERNET_FILE
+
+
+def ground_truth_row(space, weights: dict[str, torch.Tensor], dataset: str) -> dict[str, Any]:
+    """For a space with a benchmark table (NAS-Bench-201): the benchmark's accuracy on
+    ``dataset`` of the cell that magnitude selection derives from ``weights`` now, so a
+    search records how its magnitude pick would score after every epoch; else nothing."""
+    ground_truth = getattr(space, "ground_truth", None)
+    if ground_truth is None:
+        return {}
+    return ground_truth(space.parse(weights, MAGNITUDE_EXCLUDE), dataset) or {}
 
 
 @dataclass
@@ -218,5 +232,7 @@ def _write_metrics(path: Path, history: dict[str, list], params, options, settin
         "search_seconds": float(epochs["wall_time"].sum()),
         "final_valid_acc": float(epochs["valid_acc"][-1]),
     }
+    if "benchmark_test_acc" in epochs:  # the magnitude pick's ground truth after the last epoch
+        summary["benchmark_test_acc"] = float(epochs["benchmark_test_acc"][-1])
     provenance = artifacts.provenance(params, seed=params["seed"])
     artifacts.write_metrics(path, artifacts.Metrics("search", epochs, summary, provenance))

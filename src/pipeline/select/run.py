@@ -83,6 +83,9 @@ def run_select(
     )
     cells = method.select(ctx)
     search_prov = checkpoint["provenance"]
+    # The pick's benchmark record (NAS-Bench-201 spaces), as the search logs its magnitude pick's.
+    ground_truth = getattr(space, "ground_truth", None)
+    truth = (ground_truth(cells, params["dataset"]) if ground_truth else None) or {}
     record = artifacts.provenance(
         params,
         seed=params["seed"],
@@ -97,6 +100,7 @@ def run_select(
         select_device=str(device),
         genotype_text=space.to_text(cells),
         decisions_file=str(decisions_out),
+        **truth,
     )
     genotype = {"space": space.name, "cells": cells}
     decisions = ctx.record.to_artifact(params["method"], params["options"]["algorithm"], record)

@@ -91,6 +91,15 @@ class NB201Space:
     def to_text(self, cells: dict) -> str:
         return nb201.format_arch([(e["op"], e["input"], e["node"]) for e in cells["cell"]["edges"]])
 
+    def ground_truth(self, cells: dict, dataset: str) -> dict[str, float] | None:
+        """The benchmark's record of ``cells`` trained on ``dataset`` (vendored table):
+        ``benchmark_index`` and ``benchmark_test_acc`` (200-epoch test accuracy, percent),
+        or None when NAS-Bench-201 has no results for ``dataset``."""
+        if dataset not in nb201.DATASETS:
+            return None
+        result = nb201.lookup(self.to_text(cells))
+        return {"benchmark_index": int(result.index), "benchmark_test_acc": float(getattr(result, nb201.DATASETS[dataset][1]))}
+
     def from_text(self, text: str) -> dict:
         """Parse a pasted NAS-Bench-201 string; malformed ones raise with the expected form."""
         edges = [{"node": node, "input": source, "op": op} for op, source, node in nb201.parse_arch(text)]
