@@ -288,7 +288,7 @@ def option_keys(config: dict) -> list[tuple[str, dict]]:
 
 
 STAGE_KEYS = [  # one key per stage kind's parameters (data, search settings, retrain, ...)
-    ("data.cifar10.subset", {"train_per_class": 4, "test_per_class": 2, "seed": 0}),
+    ("data.cifar10.subset", {"train_per_class": 100, "test_per_class": 2, "seed": 0}),  # every split half holds a batch (unas: 10 %)
     ("search.settings.epochs", None),
     ("retrain.epochs", None),
     ("runtime.amp", None),
