@@ -128,3 +128,16 @@ def require_cell_space(method: str, settings: dict, key_of) -> None:
         raise ConfigError(
             f"config key '{key_of('space')}': search method {method} needs a cell space (DARTS family or nb201); got {settings['space']!r}"
         )
+
+
+def gaussian_alpha_with_adam(space, options: dict, device) -> tuple[nn.ParameterDict, torch.optim.Adam]:
+    """Per cell type, alpha ~ init_scale * N(0, 1) of shape (edges, ops), and the Adam
+    optimiser of the ``arch_*`` options: the architecture state of SNAS and GDAS."""
+    edges, ops = space.arch_shape()
+    alpha = nn.ParameterDict(
+        {kind: nn.Parameter(options["init_scale"] * torch.randn(edges, ops).to(device)) for kind in space.cell_types}
+    )
+    optimizer = torch.optim.Adam(
+        alpha.parameters(), lr=options["arch_lr"], betas=tuple(options["arch_betas"]), weight_decay=options["arch_weight_decay"]
+    )
+    return alpha, optimizer

@@ -32,10 +32,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pipeline.search import METHODS
-from pipeline.search.base import SearchMethod, require_cell_space
+from pipeline.search.base import SearchMethod, gaussian_alpha_with_adam, require_cell_space
 from pipeline.search.darts import Darts
 from pipeline.search.sampling import gumbel_noise, linear_temperature
 
@@ -63,13 +62,7 @@ class Gdas(SearchMethod):
 
     def __init__(self, space, model, options, settings, device, amp):
         super().__init__(space, model, options, settings, device, amp)
-        edges, ops = space.arch_shape()
-        self.alpha = nn.ParameterDict(
-            {kind: nn.Parameter(options["init_scale"] * torch.randn(edges, ops).to(device)) for kind in space.cell_types}
-        )
-        self.arch_optimizer = torch.optim.Adam(
-            self.alpha.parameters(), lr=options["arch_lr"], betas=tuple(options["arch_betas"]), weight_decay=options["arch_weight_decay"]
-        )
+        self.alpha, self.arch_optimizer = gaussian_alpha_with_adam(space, options, device)
         self.tau = float(options["tau_max"])
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.search import METHODS
-from pipeline.search.base import SearchMethod, require_cell_space
+from pipeline.search.base import SearchMethod, gaussian_alpha_with_adam, require_cell_space
 from pipeline.search.darts import Darts
 from pipeline.search.sampling import concrete_log_density, gumbel_softmax, linear_temperature
 
@@ -182,16 +182,7 @@ class Snas(SearchMethod):
 
     def __init__(self, space, model, options, settings, device, amp):
         super().__init__(space, model, options, settings, device, amp)
-        edges, ops = space.arch_shape()
-        self.alpha = nn.ParameterDict(
-            {kind: nn.Parameter(options["init_scale"] * torch.randn(edges, ops).to(device)) for kind in space.cell_types}
-        )
-        self.arch_optimizer = torch.optim.Adam(
-            self.alpha.parameters(),
-            lr=options["arch_lr"],
-            betas=tuple(options["arch_betas"]),
-            weight_decay=options["arch_weight_decay"],
-        )
+        self.alpha, self.arch_optimizer = gaussian_alpha_with_adam(space, options, device)
         self.temperature = float(options["temperature_start"])
         level = options["cost_level"]
         self.eta = 0.0 if level == "none" else float(options["cost_eta"][level])
