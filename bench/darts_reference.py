@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.depthwise import DepthwiseConv2d
-from pipeline.ops import OPS, FactorizedReduce, ReLUConvBN
+from pipeline.nets.depthwise import DepthwiseConv2d
+from pipeline.nets.ops import OPS, FactorizedReduce, ReLUConvBN
 
 
 def _plain_depthwise(op: nn.Module) -> nn.Module:

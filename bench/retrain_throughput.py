@@ -2,7 +2,7 @@
 
 Times the retrain stage's own code path: uint8 images resident on the device, augmented
 there (crop, flip, cutout) by BatchLoader, one SGD step per batch through
-pipeline.training.train_epoch, with the DARTS-V2 cell. Timing by torch.utils.benchmark
+pipeline.training.shared.train_epoch, with the DARTS-V2 cell. Timing by torch.utils.benchmark
 (it synchronises CUDA). AMP rows appear on CUDA only (CPU always runs fp32). On CUDA it
 also counts the host-device synchronisations of one epoch (torch's sync debug mode):
 the loop should make none per batch (fp16's GradScaler makes one per step).
@@ -20,10 +20,10 @@ import torch
 from torch.utils import benchmark
 
 from pipeline import runtime
-from pipeline.data import Augment, BatchLoader
-from pipeline.retrain import auxiliary_criterion
+from pipeline.stages.data import Augment, BatchLoader
+from pipeline.stages.retrain import auxiliary_criterion
 from pipeline.spaces import get_space
-from pipeline.training import train_epoch
+from pipeline.training.shared import train_epoch
 
 DARTS_V2 = (
     "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "

@@ -40,7 +40,7 @@ def spearman(a, b) -> float:
 
 
 def demo_batches(batch_size: int, count: int, seed: int):
-    from pipeline.data import BatchLoader, load_prepared, prepare_dataset
+    from pipeline.stages.data import BatchLoader, load_prepared, prepare_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cifar10.pt"
@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from pipeline import nb201
+    from pipeline.benchmarks import nb201
     from pipeline.select import trainfree
     from pipeline.spaces import get_space
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.data import prepare_dataset
+from pipeline.stages.data import prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TAR = REPO / "data" / "demo" / "cifar10-demo.tar.gz"
@@ -109,7 +109,7 @@ def tiny8_data(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_supernet(tiny8_data, tmp_path_factory) -> Path:
     """A DARTS supernet after a 1-epoch search on 8x8 images, 2 per class (10 + 10 split)."""
-    from pipeline.search.loop import run_search
+    from pipeline.search.run import run_search
 
     params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10, "eval_batch_size": 10})
     return run_search(params, tiny8_data, tmp_path_factory.mktemp("search"), threads=1)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import search_params
-from pipeline import artifacts, nb201
-from pipeline.search.loop import MAGNITUDE_EXCLUDE, ground_truth_row, run_search
+from pipeline import artifacts
+from pipeline.benchmarks import nb201
+from pipeline.search.run import MAGNITUDE_EXCLUDE, ground_truth_row, run_search
 from pipeline.select.magnitude import Magnitude, parse_magnitude
 from pipeline.select.run import run_select
 from pipeline.spaces import get_space
@@ -90,7 +91,7 @@ def test_the_ground_truth_plot_reads_the_records_and_the_picks(nb201_search, tin
 
     from pipeline import select
     from pipeline.config import method_options
-    from pipeline.plots import PlotError, read_ground_truth
+    from pipeline.views.plots import PlotError, read_ground_truth
 
     options = method_options(select.METHODS, {"algorithm": "magnitude"}, "options")
     params = {"dataset": "cifar10", "seed": 0, "method": "magnitude", "options": options, "runtime": {"device": "cpu", "amp": "none", "channels_last": False}}

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import REPO
-from pipeline.cluster import RESOURCE_KEYS, arch_covers, check_gpu_build, gpu_capability, job_resources
+from pipeline.planning.cluster import RESOURCE_KEYS, arch_covers, check_gpu_build, gpu_capability, job_resources
 from pipeline.config import ConfigError, deep_merge, load_config, stage_params, validate_config
 from pipeline.select.magnitude import Magnitude
 

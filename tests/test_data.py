@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import DEMO_TAR
 from pipeline import artifacts
-from pipeline.data import (
+from pipeline.stages.data import (
     BatchLoader,
     DataSourceError,
     Augment,

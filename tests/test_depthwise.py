@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.depthwise import DepthwiseConv2d, _block_offsets, depthwise_conv2d
+from pipeline.nets.depthwise import DepthwiseConv2d, _block_offsets, depthwise_conv2d
 
 CASES = list(itertools.product((3, 5, 7), (1, 2), (1, 2), ((8, 10), (7, 9)), (True, False)))
 
@@ -75,7 +75,7 @@ def test_blocks_cover_the_kernel(kernel, offsets):
 def test_a_backward_pass_computes_only_the_gradients_it_reaches(monkeypatch):
     """An architecture-only pass (gradient w.r.t. a scale before the convolution) must not
     pay for the blockwise weight gradient; a weight-only pass skips the input gradient."""
-    import pipeline.depthwise as depthwise
+    import pipeline.nets.depthwise as depthwise
 
     computed = []
     real = depthwise._conv_backward

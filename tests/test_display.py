@@ -5,8 +5,8 @@ import sys
 import pandas as pd
 
 from pipeline import artifacts, runtime
-from pipeline.display import cell_ascii, genotype_ascii, table_html, table_text
-from pipeline.pictures import cell_graph, genotype_graphs
+from pipeline.views.display import cell_ascii, genotype_ascii, table_html, table_text
+from pipeline.views.pictures import cell_graph, genotype_graphs
 from pipeline.spaces import get_space
 from test_pictures import NB201_CELL
 from test_spaces import DARTS_V2

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from pipeline.distributed import CrossProcessBatchNorm, World, convert_batchnorm, start, unwrap, wrap
+from pipeline.training.distributed import CrossProcessBatchNorm, World, convert_batchnorm, start, unwrap, wrap
 
 
 def test_a_plain_run_is_a_world_of_one(monkeypatch):

@@ -15,7 +15,7 @@ from pipeline import artifacts
 from pipeline.config import ConfigError, method_options
 from pipeline.search import METHODS
 from pipeline.search.drnas import DrNAS, concentration
-from pipeline.search.loop import run_search
+from pipeline.search.run import run_search
 from pipeline.select.magnitude import parse_magnitude
 from pipeline.spaces import get_space
 from pipeline.search.widen import edge_plans, widen_supernet

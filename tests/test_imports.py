@@ -27,4 +27,4 @@ def test_help_imports_no_torch(command):
 
 
 def test_job_graph_modules_import_no_torch():
-    assert "torch" not in imported_after("import pipeline.jobs, pipeline.codedeps, pipeline.dvc")
+    assert "torch" not in imported_after("import pipeline.planning.jobs, pipeline.planning.codedeps, pipeline.planning.dvc")

@@ -14,9 +14,10 @@ import torch
 import yaml
 
 from conftest import REPO, RUNTIME, SEARCH_SETTINGS
-from pipeline import artifacts, latency
+from pipeline import artifacts
+from pipeline.stages import latency
 from pipeline.config import ConfigError, load_config, method_options, stage_params
-from pipeline.latency import LatencyError, ProxylessLatency
+from pipeline.stages.latency import LatencyError, ProxylessLatency
 from pipeline.search import METHODS
 from pipeline.spaces import get_space
 
@@ -163,7 +164,7 @@ def test_latency_artifacts_are_validated(tmp_path):
     with pytest.raises(artifacts.ArtifactError, match="field 'seed' has type bool"):
         artifacts.write_latency(tmp_path / "a.json", {**record, "seed": True})
     assert not (tmp_path / "a.json").exists()
-    (tmp_path / "b.json").write_text(json.dumps({"format": "pipeline.latency", "version": 1}))
+    (tmp_path / "b.json").write_text(json.dumps({"format": "pipeline.stages.latency", "version": 1}))
     with pytest.raises(artifacts.ArtifactError, match="b.json: field 'dataset' is missing"):
         artifacts.read_latency(tmp_path / "b.json")
 
@@ -245,7 +246,7 @@ def test_latency_cli_errors_are_one_line_and_write_nothing(tmp_path):
 
 
 def test_table_rejects_metrics_without_a_latency_result(tmp_path):
-    from pipeline.tables import run_tables
+    from pipeline.stages.tables import run_tables
 
     genotype = write_genotype(tmp_path / "g.json", "darts", DARTS_V2)
     metrics = retrain_metrics(tmp_path / "m.h5", genotype, 0, 3.0)
@@ -400,7 +401,7 @@ def test_resume_of_the_method_is_exact():
 
 def test_unas_latency_runs_in_the_search_loop_and_logs_latency(tiny_data, tmp_path):
     from conftest import search_params
-    from pipeline.search.loop import run_search
+    from pipeline.search.run import run_search
 
     options = method_options(METHODS, {"algorithm": "unas_latency", "warmup_epochs": 1, "arch_lr": 0.1, "target_ms": 60.0, "latency_samples": 16}, "test")
     params = search_params(options=options, settings={"space": "proxyless_mobile", "epochs": 2, "batch_size": 20, "init_channels": 4, "layers": 21, "subset_per_class": 4})

@@ -4,11 +4,11 @@ import torch.nn.functional as F
 
 from conftest import SEARCH_SETTINGS, build_method, random_batch
 from pipeline.config import ConfigError
-from pipeline.search.loop import build_supernet
+from pipeline.search.run import build_supernet
 from pipeline.search.pc_darts import PcDarts, edge_normalisation
 from pipeline.spaces import get_space
 from pipeline.spaces.cell import DARTS_PRIMITIVES
-from pipeline.supernet import MixedOp, channel_shuffle, active_ops
+from pipeline.nets.supernet import MixedOp, channel_shuffle, active_ops
 
 OPS = list(DARTS_PRIMITIVES)
 ALL = [k for k, name in enumerate(OPS) if name != "none"]

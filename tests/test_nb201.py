@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline import nb201
+from pipeline.benchmarks import nb201
 
 
 def test_best_cifar10_cell_is_the_published_optimum():

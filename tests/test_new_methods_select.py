@@ -10,7 +10,7 @@ from conftest import search_params
 from pipeline import artifacts
 from pipeline.config import method_options
 from pipeline.search import METHODS as SEARCH_METHODS
-from pipeline.search.loop import run_search
+from pipeline.search.run import run_search
 from pipeline.select.run import run_select
 from test_select_pt import assert_two_inputs_per_node, full_options, select_params
 

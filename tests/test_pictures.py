@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from pipeline import artifacts, pictures
-from pipeline.pictures import PictureError, cell_graph, dot_source, genotype_graphs, render_genotype
+from pipeline import artifacts
+from pipeline.views import pictures
+from pipeline.views.pictures import PictureError, cell_graph, dot_source, genotype_graphs, render_genotype
 from pipeline.spaces import get_space
 from test_spaces import DARTS_V2
 

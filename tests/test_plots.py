@@ -5,8 +5,9 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import artifacts, plots
-from pipeline.plots import PlotError, decision_steps, read_decisions
+from pipeline import artifacts
+from pipeline.views import plots
+from pipeline.views.plots import PlotError, decision_steps, read_decisions
 
 EPOCHS = 3
 

@@ -14,10 +14,10 @@ import torch
 
 from conftest import retrain_params, search_params
 from pipeline import artifacts
-from pipeline.retrain import run_retrain
-from pipeline.search.loop import run_search
+from pipeline.stages.retrain import run_retrain
+from pipeline.search.run import run_search
 from pipeline.spaces import get_space
-from pipeline.training import INTERRUPTED_EXIT, PREEMPTED_EXIT, check_stop, stop_on_signal
+from pipeline.training.shared import INTERRUPTED_EXIT, PREEMPTED_EXIT, check_stop, stop_on_signal
 from test_select_pt import run_cli as start_select
 from test_select_pt import s2_supernet  # noqa: F401 (fixture)
 from test_select_pt import select_params
@@ -141,7 +141,7 @@ def test_stop_signal_stops_pt_selection_after_a_step_and_the_rerun_matches(signu
 
 
 def test_sigint_stops_transfer_at_the_epoch_checkpoint_and_the_rerun_matches(tiny_imagenet, genotype_file, tmp_path):
-    from pipeline.transfer import run_transfer
+    from pipeline.stages.transfer import run_transfer
 
     params = transfer_params(tiny_imagenet, epochs=3)  # 60 images in batches of 16: 4 steps an epoch
     out = tmp_path / "stopped"

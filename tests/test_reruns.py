@@ -5,7 +5,7 @@ and selection algorithm (plus latency and transfer), recorded as current by both
 (file times for Snakemake, ``dvc commit`` for DVC); no stage runs. Each probe then makes
 one change, asks each tool what it would rerun (``snakemake -n``; DVC's first stage, then
 ``dvc status`` and the stages downstream in DVC's graph) and puts everything back.
-The expected set comes from the jobs' parameters and code files (``pipeline.jobs``): the
+The expected set comes from the jobs' parameters and code files (``pipeline.planning.jobs``): the
 jobs whose own file changed, and everything downstream of them.
 """
 
@@ -86,18 +86,18 @@ class Project:
             return load_config(CONFIGS)
 
     def jobs(self):
-        from pipeline.jobs import jobs
+        from pipeline.planning.jobs import jobs
 
         return jobs(self.config())
 
     def job_files(self) -> dict[str, str]:
-        from pipeline.jobs import job_files
+        from pipeline.planning.jobs import job_files
 
         with inside(self.root):
             return job_files(self.config(), self.root)
 
     def write_job_files(self) -> list[str]:
-        from pipeline.jobs import write_job_files
+        from pipeline.planning.jobs import write_job_files
 
         with inside(self.root):
             written = write_job_files(self.config(), ".")
@@ -396,7 +396,7 @@ def test_the_snakemake_command_plans_as_its_api_does(project):
 
 def module_classes(root: Path) -> dict[frozenset, list[str]]:
     """Modules under src/pipeline grouped by the stage kinds whose code includes them."""
-    from pipeline.codedeps import STAGE_ENTRY, stage_code
+    from pipeline.planning.codedeps import STAGE_ENTRY, stage_code
 
     code = {kind: set(stage_code(kind, root)) for kind in STAGE_ENTRY}
     classes: dict[frozenset, list[str]] = {}
@@ -410,8 +410,8 @@ def test_editing_a_module_reruns_exactly_the_stages_that_import_it(project):
     """Every module in turn changes exactly the code files of the stage kinds that import
     it (in-process, cheap); one module of each group with the same importers also goes
     through both tools (a dry run each), which keeps the test to about a dozen plans."""
-    from pipeline.codedeps import STAGE_ENTRY
-    from pipeline.jobs import code_path
+    from pipeline.planning.codedeps import STAGE_ENTRY
+    from pipeline.planning.jobs import code_path
 
     classes = module_classes(project.root)
     for kinds, modules in classes.items():
@@ -448,7 +448,7 @@ def test_derived_code_holds_every_module_a_stage_imports():
     import json
     import sys
 
-    from pipeline.codedeps import CLI_MODULES, STAGE_ENTRY, stage_code
+    from pipeline.planning.codedeps import CLI_MODULES, STAGE_ENTRY, stage_code
 
     for stage, entries in STAGE_ENTRY.items():
         script = (

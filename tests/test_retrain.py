@@ -8,8 +8,8 @@ import pytest
 
 from conftest import REPO, retrain_params
 from pipeline import artifacts
-from pipeline.counting import count_parameters
-from pipeline.retrain import run_retrain
+from pipeline.nets.counting import count_parameters
+from pipeline.stages.retrain import run_retrain
 from pipeline.spaces import get_space
 from test_spaces import DARTS_V2
 

@@ -14,7 +14,7 @@ from torch.func import functional_call
 from conftest import search_params
 from pipeline import artifacts
 from pipeline.search import METHODS
-from pipeline.search.loop import run_search
+from pipeline.search.run import run_search
 from pipeline.select.magnitude import parse_magnitude
 from pipeline.select.snas import parse_argmax
 from pipeline.select.unas import parse_branches
@@ -207,8 +207,8 @@ def test_search_cli_rejects_bad_params(tiny_data, tmp_path):
 
 
 def test_batch_statistics_evaluation_leaves_the_model_untouched(tiny_data):
-    from pipeline.data import BatchLoader, load_prepared
-    from pipeline.training import evaluate
+    from pipeline.stages.data import BatchLoader, load_prepared
+    from pipeline.training.shared import evaluate
 
     data = load_prepared(tiny_data)
     loader = BatchLoader(data.test_images, data.test_labels, None, 25, data.meta["mean"], data.meta["std"])

@@ -7,7 +7,7 @@ import torch
 
 from conftest import search_params
 from pipeline import artifacts
-from pipeline.search.loop import run_search
+from pipeline.search.run import run_search
 from pipeline.select.magnitude import parse_magnitude
 from pipeline.spaces import get_space
 

@@ -17,7 +17,7 @@ from conftest import search_params
 from pipeline import artifacts
 from pipeline.artifacts import ArtifactError
 from pipeline.search import METHODS as SEARCH_METHODS
-from pipeline.search.loop import run_search
+from pipeline.search.run import run_search
 from pipeline.select.base import DecisionLog
 from pipeline.select.magnitude import parse_magnitude
 from pipeline.select.pt import PT_OPTIONS, PerturbationSelection, tuning_plan
@@ -261,7 +261,7 @@ def test_decided_edges_are_fixed_while_undecided_alpha_keeps_training():
 
 
 def test_ghost_batch_norm_in_large_batches_equals_the_small_batches(tiny8_data):
-    from pipeline.data import BatchLoader, load_prepared
+    from pipeline.stages.data import BatchLoader, load_prepared
 
     torch.manual_seed(0)
     space = get_space("darts")

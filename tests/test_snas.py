@@ -6,9 +6,9 @@ import torch
 
 from conftest import search_params
 from pipeline import artifacts
-from pipeline.ops import OPS as OP_FACTORIES
+from pipeline.nets.ops import OPS as OP_FACTORIES
 from pipeline.search import METHODS
-from pipeline.search.loop import run_search
+from pipeline.search.run import run_search
 from pipeline.search.sampling import concrete_log_density, gumbel_softmax, linear_temperature
 from pipeline.search.snas import cost_surrogate, edge_cost, op_costs
 from pipeline.select.base import SelectionError

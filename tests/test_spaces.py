@@ -3,10 +3,10 @@ import re
 import pytest
 import torch
 
-from pipeline.counting import count_multiply_adds, count_parameters
+from pipeline.nets.counting import count_multiply_adds, count_parameters
 from pipeline.registry import UnknownNameError
 from pipeline.spaces import SPACES, get_space
-from pipeline.supernet import MixedOp
+from pipeline.nets.supernet import MixedOp
 
 DARTS_V2 = (
     "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
@@ -153,7 +153,7 @@ def test_every_registered_space_has_a_tiny_scale():
 def test_every_space_searches_and_round_trips(name, tiny_data, tmp_path):
     from conftest import search_params
     from pipeline import artifacts
-    from pipeline.search.loop import run_search
+    from pipeline.search.run import run_search
     from pipeline.select.magnitude import parse_magnitude
 
     space = get_space(name)
@@ -196,7 +196,7 @@ NB201_ALL_CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x
 def test_nb201_networks_have_the_benchmarks_published_sizes():
     # NAS-Bench-201 (Dong & Yang, 2020), CIFAR-10, C=16, N=5: the largest cell has 1.53M
     # parameters and 220.11M FLOPs (multiply-adds); the best cell 1.07M and 153.27M.
-    from pipeline import nb201
+    from pipeline.benchmarks import nb201
 
     space = get_space("nb201")
     largest = space.build_network(space.from_text(NB201_ALL_CONV3), 16, 17, 10, auxiliary=False)
@@ -299,11 +299,11 @@ def test_space_op_sets():
 @pytest.mark.parametrize("name", ["nb201", "proxyless"])
 def test_search_select_retrain_tables_chain_in_a_non_cell_space(name, tiny_data, tmp_path):
     from conftest import retrain_params, search_params
-    from pipeline import nb201
-    from pipeline.retrain import run_retrain
-    from pipeline.search.loop import run_search
+    from pipeline.benchmarks import nb201
+    from pipeline.stages.retrain import run_retrain
+    from pipeline.search.run import run_search
     from pipeline.select.run import run_select
-    from pipeline.tables import build_table
+    from pipeline.stages.tables import build_table
 
     channels, layers = TINY_SCALE[name]
     settings = {"space": name, "epochs": 1, "batch_size": 30, "init_channels": channels, "layers": layers}

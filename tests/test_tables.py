@@ -4,7 +4,7 @@ import pytest
 
 from pipeline import artifacts
 from pipeline.artifacts import Metrics
-from pipeline.tables import build_table, run_tables
+from pipeline.stages.tables import build_table, run_tables
 
 
 def retrain_metrics(path, search, error, seed, params_m=3.3, search_seconds=3600.0, device="cpu", dataset="cifar10", space="darts", genotype_text=""):
@@ -84,7 +84,7 @@ ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|ski
 
 
 def test_nb201_rows_carry_the_benchmark_accuracy_of_the_selected_cells(tmp_path):
-    from pipeline import nb201
+    from pipeline.benchmarks import nb201
 
     paths = [
         retrain_metrics(tmp_path / "a.h5", "darts_2nd", 40.0, 0, space="nb201", genotype_text=BEST_NB201),
@@ -116,7 +116,7 @@ def judged_genotype(path, text, seed, selection="pt", search="darts_1st_nb201", 
 def test_benchmark_judged_cells_make_rows_without_retraining(tmp_path):
     """benchmarks.nb201.retrain: false: the genotypes of the nb201 selections are the rows
     (benchmark accuracy, no test error or size), beside the retrained DARTS rows."""
-    from pipeline import nb201
+    from pipeline.benchmarks import nb201
 
     genotypes = [judged_genotype(tmp_path / "a.json", BEST_NB201, 0), judged_genotype(tmp_path / "b.json", ALL_SKIP, 1)]
     metrics = [retrain_metrics(tmp_path / "c.h5", "darts_1st", 3.0, 0)]
@@ -157,7 +157,7 @@ def test_an_official_nats_bench_file_replaces_the_vendored_table(tmp_path, monke
     import sys
     import types
 
-    from pipeline import nb201
+    from pipeline.benchmarks import nb201
 
     calls = []
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import artifacts
-from pipeline.cifar_net import NetworkCIFAR
+from pipeline.nets.cifar import NetworkCIFAR
 from pipeline.select.base import SelectionContext
 from pipeline.select.magnitude import parse_magnitude
 from pipeline.select.run import run_select
@@ -166,7 +166,7 @@ def test_trainfree_draws_from_a_balenas_search(tiny8_data, tmp_path):
     from conftest import search_params
     from pipeline.config import method_options
     from pipeline.search import METHODS as SEARCH_METHODS
-    from pipeline.search.loop import run_search
+    from pipeline.search.run import run_search
     from pipeline.select.trainfree import arch_distribution
 
     balenas = method_options(SEARCH_METHODS, {"algorithm": "balenas"}, "search")

@@ -15,12 +15,12 @@ from PIL import Image
 from conftest import DEMO_TAR
 from pipeline import artifacts
 from pipeline.config import ConfigError
-from pipeline.counting import count_parameters
-from pipeline.data import balanced_subset, read_imagefolder
+from pipeline.nets.counting import count_parameters
+from pipeline.stages.data import balanced_subset, read_imagefolder
 from pipeline.spaces import get_space
-from pipeline.streaming import ImageFolderStream, eval_transform, image_folder, train_transform
-from pipeline.tables import run_tables
-from pipeline.transfer import choose_init_channels, imagenet_multiply_adds, peak_lr, warmup_cosine
+from pipeline.training.streaming import ImageFolderStream, eval_transform, image_folder, train_transform
+from pipeline.stages.tables import run_tables
+from pipeline.stages.transfer import choose_init_channels, imagenet_multiply_adds, peak_lr, warmup_cosine
 from test_spaces import DARTS_V2
 
 KILLER = Path(__file__).with_name("kill_after_epoch.py")
@@ -172,7 +172,7 @@ def test_stream_with_workers_is_repeatable(tiny_imagenet):
 
 
 def test_resolution_too_small_for_the_auxiliary_head_is_a_config_error(tiny_imagenet, genotype_file, tmp_path):
-    from pipeline.transfer import run_transfer
+    from pipeline.stages.transfer import run_transfer
 
     with pytest.raises(ConfigError, match="config key 'transfer.train_resolution': 64 px is too small"):
         run_transfer(transfer_params(tiny_imagenet, auxiliary_weight=0.4), genotype_file, tmp_path / "out", threads=1)
@@ -229,7 +229,7 @@ def test_dvc_yaml_gets_transfer_stages_only_when_enabled(tiny_imagenet, tmp_path
     import yaml
 
     from conftest import REPO
-    from pipeline.dvc import render_dvc_yaml
+    from pipeline.planning.dvc import render_dvc_yaml
 
     base = [str(REPO / "config" / "config.yaml"), str(REPO / "config" / "demo.yaml")]
     overlay = tmp_path / "imagenet.yaml"
@@ -249,11 +249,11 @@ def test_dvc_yaml_gets_transfer_stages_only_when_enabled(tiny_imagenet, tmp_path
     assert source["train"] in stage["deps"] and "results/params/code/transfer.json" in stage["deps"]
     assert stages["transfer_tables_imagenet"]["outs"] == ["results/tables/imagenet.csv"]
     # The job's parameters file holds the transfer settings, not how it is launched.
-    from pipeline.codedeps import stage_code
+    from pipeline.planning.codedeps import stage_code
     from pipeline.config import load_config
-    from pipeline.jobs import job_files
+    from pipeline.planning.jobs import job_files
 
     files = job_files(load_config([*base, str(overlay)]))
     params = json.loads(files["results/params/transfer/imagenet/cifar10/darts_1st/magnitude/seed0.json"])
     assert "epochs" in params["settings"] and "gpus" not in params["settings"] and params["source"] == source
-    assert "src/pipeline/transfer.py" in stage_code("transfer")
+    assert "src/pipeline/stages/transfer.py" in stage_code("transfer")

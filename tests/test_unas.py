@@ -13,7 +13,7 @@ from conftest import REPO, search_params
 from pipeline import artifacts
 from pipeline.config import ConfigError, load_config, selections_for
 from pipeline.search import METHODS
-from pipeline.search.loop import run_search
+from pipeline.search.run import run_search
 from pipeline.search.sampling import rebar_categorical, rebar_surrogate, reinforce_surrogate
 from pipeline.search.unas import branch_overlap, inputs_key, ops_key
 from pipeline.select.unas import parse_branches

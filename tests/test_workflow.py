@@ -285,7 +285,7 @@ def test_dvc_push_pull_restores_outputs_and_snakemake_then_has_nothing_to_do(pro
 
 
 def test_committed_dvc_yaml_matches_the_config():
-    from pipeline.dvc import render_dvc_yaml
+    from pipeline.planning.dvc import render_dvc_yaml
 
     cwd = os.getcwd()
     os.chdir(REPO)
@@ -408,7 +408,8 @@ def test_demo_judges_nb201_cells_by_the_benchmark_and_the_report_opens_on_the_ta
     with the table's values, and the ground-truth plot."""
     import pandas as pd
 
-    from pipeline import artifacts, nb201
+    from pipeline import artifacts
+    from pipeline.benchmarks import nb201
 
     overlay = {**NB201_TINY, "select": {**NB201_TINY["select"], "methods": {"trainfree": {"samples": 2, "batch_size": 16}}}}
     project = copy_project(tmp_path)

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 import pipeline
+from pipeline.errors import UserError
 
 CHECKPOINT_FORMAT = "pipeline.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -47,7 +48,7 @@ DECISIONS_FORMAT = "pipeline.decisions"
 DECISIONS_VERSION = 1
 DATASET_FORMAT = "pipeline.dataset"
 DATASET_VERSION = 1
-LATENCY_FORMAT = "pipeline.latency"
+LATENCY_FORMAT = "pipeline.stages.latency"
 LATENCY_FILTER_FORMAT = "pipeline.latency_filter"
 LATENCY_VERSION = 1
 TABLE_COLUMNS = (
@@ -97,7 +98,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """A file that is missing or does not follow its format; the message names the file."""
 
 

@@ -18,28 +18,8 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError, load_config, stage_params, transfer_block, validate_stage_params
-from pipeline.registry import UnknownNameError
-
-# Errors of an ordinary mistake: one line, exit 2. Named by module so that `--help` and
-# config checks import none of the torch-heavy stage libraries; an error can only come
-# from a module that was imported (see _user_errors).
-USER_ERRORS = (
-    ("pipeline.config", "ConfigError"),
-    ("pipeline.registry", "UnknownNameError"),
-    ("pipeline.artifacts", "ArtifactError"),
-    ("pipeline.data", "DataSourceError"),
-    ("pipeline.runtime", "RuntimeConfigError"),
-    ("pipeline.select.base", "SelectionError"),
-    ("pipeline.pictures", "PictureError"),
-    ("pipeline.plots", "PlotError"),
-    ("pipeline.latency", "LatencyError"),
-)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    return tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules)
-
+from pipeline.config import load_config, stage_params, transfer_block, validate_stage_params
+from pipeline.errors import ConfigError, UserError
 
 def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
@@ -105,15 +85,15 @@ def _params(args: argparse.Namespace, stage: str) -> dict:
 
 
 def cmd_data(args):
-    from pipeline.data import prepare_dataset
+    from pipeline.stages.data import prepare_dataset
 
     meta = prepare_dataset(_params(args, "data"), args.out)
     print(f"wrote {args.out}: {meta['sizes']['train']} train / {meta['sizes']['test']} test images, {meta['num_classes']} classes")
 
 
 def cmd_search(args):
-    from pipeline.search.loop import run_search
-    from pipeline.training import stop_on_signal
+    from pipeline.search.run import run_search
+    from pipeline.training.shared import stop_on_signal
 
     params = _params(args, "search")
     with stop_on_signal():
@@ -123,7 +103,7 @@ def cmd_search(args):
 
 def cmd_select(args):
     from pipeline.select.run import run_select
-    from pipeline.training import stop_on_signal
+    from pipeline.training.shared import stop_on_signal
 
     params = _params(args, "select")
     with stop_on_signal():  # PT checkpoints after each step and stops there
@@ -132,9 +112,9 @@ def cmd_select(args):
 
 
 def cmd_retrain(args):
-    from pipeline.retrain import run_retrain
+    from pipeline.stages.retrain import run_retrain
     from pipeline.runtime import is_main_process
-    from pipeline.training import stop_on_signal
+    from pipeline.training.shared import stop_on_signal
 
     params = _params(args, "retrain")
     with stop_on_signal():
@@ -145,8 +125,8 @@ def cmd_retrain(args):
 
 def cmd_transfer(args):
     from pipeline.runtime import is_main_process
-    from pipeline.training import stop_on_signal
-    from pipeline.transfer import run_transfer
+    from pipeline.training.shared import stop_on_signal
+    from pipeline.stages.transfer import run_transfer
 
     params = _params(args, "transfer")
     with stop_on_signal():
@@ -159,7 +139,7 @@ def cmd_transfer(args):
 
 
 def cmd_tables(args):
-    from pipeline.tables import run_tables
+    from pipeline.stages.tables import run_tables
 
     if not args.metrics and not args.genotypes:
         raise ConfigError("tables: give retrain (or transfer) metrics files, or --genotypes of benchmark-judged cells")
@@ -171,7 +151,7 @@ def cmd_tables(args):
 
 def cmd_latency(args):
     from pipeline.config import check_threads
-    from pipeline.latency import run_latency
+    from pipeline.stages.latency import run_latency
 
     if check_threads(args.threads) is not None:
         import torch
@@ -182,7 +162,7 @@ def cmd_latency(args):
 
 
 def cmd_latency_filter(args):
-    from pipeline.latency import run_latency_filter
+    from pipeline.stages.latency import run_latency_filter
 
     summary = run_latency_filter(_params(args, "latency_filter"), args.latency, args.out)
     for entry in summary["results"]:
@@ -199,7 +179,7 @@ def cmd_check_config(args):
 def cmd_check_gpu(args):
     import torch
 
-    from pipeline.cluster import check_gpu_build
+    from pipeline.planning.cluster import check_gpu_build
     from pipeline.config import deep_merge, read_yaml
 
     config: dict = {}  # only its cluster section matters: no data need be here
@@ -212,11 +192,11 @@ def cmd_check_gpu(args):
 
 
 def cmd_params(args):
-    from pipeline.jobs import write_job_files
+    from pipeline.planning.jobs import write_job_files
 
     config = load_config(args.config)
     if args.dvc_yaml:  # checked first: a refused run writes nothing
-        from pipeline.dvc import render_dvc_yaml
+        from pipeline.planning.dvc import render_dvc_yaml
 
         path = Path(args.dvc_yaml)
         if not path.is_file() or path.read_text() != render_dvc_yaml(args.config):
@@ -230,7 +210,7 @@ def cmd_params(args):
 
 
 def cmd_jobs(args):
-    from pipeline.jobs import jobs
+    from pipeline.planning.jobs import jobs
 
     config = load_config(args.config)
     producers = {out: job for job in jobs(config) for out in job.outs}
@@ -240,7 +220,7 @@ def cmd_jobs(args):
 
 
 def cmd_dvc_yaml(args):
-    from pipeline.dvc import render_dvc_yaml
+    from pipeline.planning.dvc import render_dvc_yaml
 
     text = render_dvc_yaml(args.config)
     if args.out:
@@ -251,7 +231,7 @@ def cmd_dvc_yaml(args):
 
 def cmd_show_genotype(args):
     from pipeline.artifacts import read_genotype
-    from pipeline.display import genotype_ascii
+    from pipeline.views.display import genotype_ascii
     from pipeline.spaces import get_space
 
     genotype = read_genotype(args.genotype)
@@ -263,28 +243,29 @@ def cmd_show_genotype(args):
 
 def cmd_show_table(args):
     from pipeline.artifacts import read_table
-    from pipeline.display import table_text
+    from pipeline.views.display import table_text
 
     print(table_text(read_table(args.table), all_columns=args.all))
 
 
 def cmd_draw_genotype(args):
     from pipeline.artifacts import read_genotype
-    from pipeline.pictures import render_genotype
+    from pipeline.views.pictures import render_genotype
 
     used = render_genotype(read_genotype(args.genotype), args.out, renderer=args.renderer)
     print(f"wrote {args.out} ({used})")
 
 
 def cmd_plot(args):
-    from pipeline.plots import plot_metrics
+    from pipeline.views.plots import plot_metrics
 
     for path in plot_metrics(args.metrics, args.out_dir, fmt=args.format):
         print(f"wrote {path}")
 
 
 def cmd_plot_decisions(args):
-    from pipeline.plots import plot_decisions, read_decisions, save_figure
+    from pipeline.views.figures import save_figure
+    from pipeline.views.plots import plot_decisions, read_decisions
 
     save_figure(plot_decisions(read_decisions(args.record), title=args.title or f"selection decisions: {args.record}"), args.out)
     print(f"wrote {args.out}")
@@ -292,21 +273,23 @@ def cmd_plot_decisions(args):
 
 def cmd_table_html(args):
     from pipeline.artifacts import read_table, write_bytes_atomic
-    from pipeline.display import table_html
+    from pipeline.views.display import table_html
 
     write_bytes_atomic(args.out, table_html(read_table(args.table), title=args.title).encode())
     print(f"wrote {args.out}")
 
 
 def cmd_plot_ground_truth(args):
-    from pipeline.plots import ground_truth_figure, save_figure
+    from pipeline.views.figures import save_figure
+    from pipeline.views.plots import ground_truth_figure
 
     save_figure(ground_truth_figure(args.metrics, args.genotypes), args.out)
     print(f"wrote {args.out}")
 
 
 def cmd_plot_latency(args):
-    from pipeline.plots import latency_table_figure, save_figure
+    from pipeline.views.figures import save_figure
+    from pipeline.views.plots import latency_table_figure
 
     save_figure(latency_table_figure(args.table), args.out)
     print(f"wrote {args.out}")
@@ -606,11 +589,11 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(args)
         args.func(args)
     except Exception as exc:
-        training = sys.modules.get("pipeline.training")
+        training = sys.modules.get("pipeline.training.shared")
         if training is not None and isinstance(exc, training.Preempted):
             print(f"pipeline {args.command}: {exc}", file=sys.stderr)
             return exc.exit_code
-        if isinstance(exc, _user_errors()):
+        if isinstance(exc, UserError):  # an ordinary mistake: one line, exit 2
             print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError):  # e.g. the disk filled up while writing

@@ -1,7 +1,7 @@
 """Configuration: YAML files merged in order, validated against the JSON schema and the
 registries, and cut into the explicit parameter sets that each stage receives.
 
-Each job's ``stage_params(...)`` is written to its own parameters file (pipeline.jobs),
+Each job's ``stage_params(...)`` is written to its own parameters file (pipeline.planning.jobs),
 which its Snakemake rule and its DVC stage both read, so a job reruns exactly when its own
 parameters change; users can call the CLI with the config files instead and get the same
 parameters.
@@ -18,11 +18,8 @@ from typing import Any, Iterable, NamedTuple
 import jsonschema
 import yaml
 
+from pipeline.errors import ConfigError
 from pipeline.registry import registries
-
-
-class ConfigError(ValueError):
-    """A bad configuration; the message names the config key or file."""
 
 
 def schema() -> dict[str, Any]:
@@ -310,7 +307,7 @@ def _check_selections(config: dict) -> None:
 
 def _check_latency(config: dict) -> None:
     """A lookup needs a table for the space of every search that runs."""
-    (latency,) = registries("latency")
+    (latency,) = registries("stages.latency")
 
     if "latency" not in config or config["latency"]["method"] != "lookup":
         return
@@ -402,7 +399,7 @@ PATHS = {
     "retrain_plots": "results/retrain/{dataset}/{search}/{select}/seed{seed}/plots",
 }
 
-# The code each stage depends on is derived from its imports: pipeline.codedeps.
+# The code each stage depends on is derived from its imports: pipeline.planning.codedeps.
 
 NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers
 # How a job is launched, not what it computes: not part of the stage parameters.

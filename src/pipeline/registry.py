@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from typing import Any, Callable, Generic, TypeVar
+from pipeline.errors import UserError
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; a plain line reads better
         return str(self.args[0])
 
@@ -47,7 +48,7 @@ class Registry(Generic[T]):
 
 
 def registries(*names: str) -> tuple[Any, ...]:
-    """The packages ``pipeline.<name>`` (search, select, spaces, latency), imported on use.
+    """The modules ``pipeline.<name>`` (search, select, spaces, stages.latency), imported on use.
 
     Config checks look methods up by name through this, so that the code dependencies
     derived from imports (``codedeps``) do not make every stage depend on every method:

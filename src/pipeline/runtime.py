@@ -11,11 +11,12 @@ from typing import Iterable, TypeVar
 import numpy as np
 import torch
 from tqdm import tqdm
+from pipeline.errors import UserError
 
 T = TypeVar("T")
 
 
-class RuntimeConfigError(ValueError):
+class RuntimeConfigError(UserError, ValueError):
     pass
 
 
@@ -34,7 +35,7 @@ def resolve_device(name: str) -> torch.device:
 def check_kernels(device: torch.device) -> None:
     """One line, before any work, when the installed torch has no kernels for this GPU (a
     CUDA 13 build on a V100), instead of a CUDA error at the first convolution."""
-    from pipeline.cluster import arch_covers
+    from pipeline.planning.cluster import arch_covers
 
     capability = torch.cuda.get_device_capability(device)
     arch_list = torch.cuda.get_arch_list()

@@ -3,8 +3,8 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.cluster import RESOURCE_KEYS, job_resources
-from pipeline.nb201 import DATASETS as NB201_DATASETS
+from pipeline.planning.cluster import RESOURCE_KEYS, job_resources
+from pipeline.benchmarks.nb201 import DATASETS as NB201_DATASETS
 from pipeline.config import (
     PATHS,
     ConfigError,
@@ -14,7 +14,7 @@ from pipeline.config import (
     selections_for,
     validate_config,
 )
-from pipeline.jobs import PARAMS, code_path, write_job_files
+from pipeline.planning.jobs import PARAMS, code_path, write_job_files
 
 try:
     validate_config(config)

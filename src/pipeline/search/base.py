@@ -119,7 +119,7 @@ class SearchMethod(ABC):
 def require_cell_space(method: str, settings: dict, key_of) -> None:
     """ConfigError naming ``key_of('space')`` unless the search space is a cell space (the
     DARTS family or nb201): the ``check_settings`` of methods that sample or perturb per edge."""
-    from pipeline.config import ConfigError
+    from pipeline.errors import ConfigError
     from pipeline.spaces import get_space
     from pipeline.spaces.cell import CellSpace
     from pipeline.spaces.nb201 import NB201Space

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.base import require_cell_space
 from pipeline.search.darts import Darts

@@ -1,7 +1,7 @@
 """PC-DARTS (Xu et al., ICLR 2020): partial channel connections and edge normalisation.
 
 Partial channels are a property of the supernet, ``search.settings.partial_channels`` K
-(see ``pipeline.supernet``): only 1/K of each mixed op's input channels go through the
+(see ``pipeline.nets.supernet``): only 1/K of each mixed op's input channels go through the
 candidate ops, the rest bypass them, and the edge's output channels are shuffled in K
 groups. Being a setting, it composes with any method on a DARTS-family cell space
 (``darts``, ``sdarts``, ``drnas``, ...), and every stage that rebuilds the supernet from
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space

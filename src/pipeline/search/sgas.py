@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import runtime
-from pipeline.config import ConfigError
-from pipeline.ops import ZERO_OPS
+from pipeline.errors import ConfigError
+from pipeline.nets.ops import ZERO_OPS
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space
-from pipeline.supernet import without_each_op
+from pipeline.nets.supernet import without_each_op
 
 UNDECIDED, PRUNED = -1, -2
 

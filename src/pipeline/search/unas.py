@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import runtime
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 from pipeline.search.sampling import rebar_categorical, rebar_surrogate, reinforce_surrogate

@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv
-from pipeline.supernet import MixedOp
+from pipeline.nets.ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv
+from pipeline.nets.supernet import MixedOp
 
 
 def channel_map(old: int, new: int, generator: torch.Generator, halves: bool = False) -> torch.Tensor:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
+from pipeline.errors import UserError
 from pipeline import artifacts
 
 
@@ -18,7 +19,7 @@ from pipeline import artifacts
 RESUME_FILE = Path("checkpoint") / "last.pt"
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError, ValueError):
     """A selection that cannot be made as configured; the message says why."""
 
 
@@ -127,7 +128,7 @@ class SelectionContext:
 class SelectionMethod(ABC):
     OPTIONS: dict[str, dict[str, Any]] = {}
     # True when selecting trains or evaluates the supernet on data (e.g. perturbation-based
-    # selection): on a cluster its jobs then go to the GPU partition (pipeline.cluster).
+    # selection): on a cluster its jobs then go to the GPU partition (pipeline.planning.cluster).
     runs_network = False
     # Search algorithms whose supernets this method can read; None: any. The workflow
     # pairs a search and a selection only when the selection accepts the search.

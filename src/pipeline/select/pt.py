@@ -78,15 +78,15 @@ import numpy as np
 import torch
 
 from pipeline import artifacts, runtime
-from pipeline.data import BatchLoader, load_prepared
+from pipeline.stages.data import BatchLoader, load_prepared
 from pipeline.select import METHODS
 from pipeline.search import METHODS as SEARCH_METHODS
-from pipeline.search.loop import build_supernet, search_loaders, train_epoch
+from pipeline.search.run import build_supernet, search_loaders, train_epoch
 from pipeline.select.base import RESUME_FILE, DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import ALL_OPS, parse_magnitude
 from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets
-from pipeline.supernet import without_each_op
-from pipeline.training import check_stop, read_resume_checkpoint
+from pipeline.nets.supernet import without_each_op
+from pipeline.training.shared import check_stop, read_resume_checkpoint
 
 FINETUNE_EPOCH_BASE = 100_000  # fine-tuning data streams differ from the search's epochs
 

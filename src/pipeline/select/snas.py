@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.ops import ZERO_OPS
+from pipeline.nets.ops import ZERO_OPS
 from pipeline.select import METHODS
 from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import record_magnitude

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 
 import torch
 
-from pipeline.cifar_net import NetworkCIFAR
-from pipeline.imagenet_net import NetworkImageNet
+from pipeline.nets.cifar import NetworkCIFAR
+from pipeline.nets.imagenet import NetworkImageNet
 from pipeline.spaces import SPACES
-from pipeline.supernet import SuperNet
+from pipeline.nets.supernet import SuperNet
 
 CELL_TYPES = ("normal", "reduce")
 

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
-from pipeline import nb201
-from pipeline.nb201_net import NB201_NODES, NB201Network, NB201SuperNet
+from pipeline.benchmarks import nb201
+from pipeline.nets.nb201 import NB201_NODES, NB201Network, NB201SuperNet
 from pipeline.spaces import SPACES
 
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pipeline.proxyless_net import SKIP, LayerShape, ProxylessNetwork, ProxylessSuperNet, mbconv_name
+from pipeline.nets.proxyless import SKIP, LayerShape, ProxylessNetwork, ProxylessSuperNet, mbconv_name
 from pipeline.spaces import SPACES
 
 SEARCHABLE_LAYERS = 21

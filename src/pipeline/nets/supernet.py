@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.ops import ZERO_OPS, FactorizedReduce, ReLUConvBN, after_relu, make_op
+from pipeline.nets.ops import ZERO_OPS, FactorizedReduce, ReLUConvBN, after_relu, make_op
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from pipeline.errors import UserError
 from pipeline.artifacts import write_bytes_atomic
 
 RENDERERS = ("auto", "graphviz", "matplotlib")
@@ -57,7 +58,7 @@ OP_COLORS = {
 _PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 
 
-class PictureError(ValueError):
+class PictureError(UserError, ValueError):
     """A genotype that cannot be drawn or a picture that cannot be written; names the culprit."""
 
 
@@ -336,7 +337,7 @@ def _draw_strip(ax, graph: CellGraph, positions: dict[str, tuple[float, float]])
 
 def draw_matplotlib(graphs: Sequence[CellGraph], title: str | None = None):
     """A matplotlib figure with one panel per cell (or strip), stacked, at a common scale."""
-    from pipeline.plots import new_figure
+    from pipeline.views.figures import new_figure
 
     inch = 0.4  # per layout unit
     panels = []
@@ -400,7 +401,7 @@ def render_genotype(genotype: Mapping, out: str | Path, renderer: str = "auto", 
     if used == "graphviz":
         data = _render_dot(dot_source(graphs, title), fmt)
     else:
-        from pipeline.plots import figure_bytes
+        from pipeline.views.figures import figure_bytes
 
         data = figure_bytes(draw_matplotlib(graphs, title), fmt)
     write_bytes_atomic(out, data)

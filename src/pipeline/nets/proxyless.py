@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.depthwise import DepthwiseConv2d
+from pipeline.nets.depthwise import DepthwiseConv2d
 
 SKIP = "skip_connect"
 

@@ -27,22 +27,22 @@ from pathlib import Path
 PACKAGE = "pipeline"
 # The repository whose src/pipeline is read: this package's own, or another checkout's
 # (the workflow passes its own folder, so that a copied project reads its own sources).
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # Every stage runs through `python -m pipeline <stage>`: these and their imports count.
 CLI_MODULES = ("pipeline", "pipeline.__main__", "pipeline.cli")
 
 # The library module each stage's command runs (``pipeline.cli`` imports it lazily).
 STAGE_ENTRY = {
-    "data": ("pipeline.data",),
-    "search": ("pipeline.search.loop",),
+    "data": ("pipeline.stages.data",),
+    "search": ("pipeline.search.run",),
     "select": ("pipeline.select.run",),
-    "retrain": ("pipeline.retrain",),
-    "transfer": ("pipeline.transfer",),
-    "tables": ("pipeline.tables",),
-    "latency": ("pipeline.latency",),
-    "latency_filter": ("pipeline.latency",),
-    "plots": ("pipeline.plots", "pipeline.pictures"),
-    "table_html": ("pipeline.artifacts", "pipeline.display"),
+    "retrain": ("pipeline.stages.retrain",),
+    "transfer": ("pipeline.stages.transfer",),
+    "tables": ("pipeline.stages.tables",),
+    "latency": ("pipeline.stages.latency",),
+    "latency_filter": ("pipeline.stages.latency",),
+    "plots": ("pipeline.views.plots", "pipeline.views.pictures"),
+    "table_html": ("pipeline.artifacts", "pipeline.views.display"),
 }
 
 
@@ -134,6 +134,8 @@ def closure(entries: tuple[str, ...] | list[str], repo: Path = REPO) -> list[str
         modules, data = _direct(path, repo)
         files.update(data)
         todo.extend(modules - seen)
+        # importing a module runs its parent packages' __init__ first
+        todo.extend(module.rsplit(".", depth)[0] for depth in range(1, module.count(".") + 1))
     return sorted(p.relative_to(repo).as_posix() for p in files)
 
 

@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pipeline.ops import ReLUConvBN, make_op
-from pipeline.supernet import MixedOp, active_ops
+from pipeline.nets.ops import ReLUConvBN, make_op
+from pipeline.nets.supernet import MixedOp, active_ops
 
 NB201_NODES = 4
 

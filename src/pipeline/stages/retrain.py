@@ -3,7 +3,7 @@
 SGD with cosine LR, cutout, drop-path ramped linearly from 0 to ``drop_path_prob``,
 auxiliary head weighted by ``auxiliary_weight``, gradient clipping. Resumable per epoch.
 The prepared uint8 images live on the training device and are augmented there. Under
-``torchrun`` (see pipeline.distributed) each rank trains on its shard of every global
+``torchrun`` (see pipeline.training.distributed) each rank trains on its shard of every global
 batch of ``batch_size``; rank 0 writes the checkpoints and artifacts.
 """
 
@@ -16,12 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipeline import artifacts, distributed, runtime
+from pipeline import artifacts, runtime
+from pipeline.training import distributed
 from pipeline.config import check_batch_fits
-from pipeline.counting import count_multiply_adds, count_parameters
-from pipeline.data import Augment, BatchLoader, load_prepared, shard_bounds
+from pipeline.nets.counting import count_multiply_adds, count_parameters
+from pipeline.stages.data import Augment, BatchLoader, load_prepared, shard_bounds
 from pipeline.spaces import get_space
-from pipeline.training import (
+from pipeline.training.shared import (
     check_stop,
     epoch_seed,
     evaluate_sharded,

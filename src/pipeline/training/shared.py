@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import artifacts, runtime
-from pipeline.data import BatchLoader
-from pipeline.distributed import World, unwrap
+from pipeline.stages.data import BatchLoader
+from pipeline.training.distributed import World, unwrap
 
 # criterion(logits, logits_aux or None, labels) -> loss summed over the batch
 Criterion = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]

@@ -6,9 +6,9 @@ schedule of its successors: lr 0.1 per 256 images scaled linearly to the global 
 a linear warm-up over the first epochs, then cosine to 0, stepped per batch. The initial
 channel count is the largest even C whose network stays within the multiply-add budget
 (600M at 224x224 for the mobile setting). Data is streamed from ImageFolder directories
-(pipeline.streaming); multi-GPU runs go through torchrun like the retrain stage.
+(pipeline.training.streaming); multi-GPU runs go through torchrun like the retrain stage.
 
-Multiply-adds are counted by pipeline.counting (convolutions and linear layers): DARTS V2
+Multiply-adds are counted by pipeline.nets.counting (convolutions and linear layers): DARTS V2
 at C=48 gives 530M here, below the 574M the DARTS paper reports, which counted more than
 convolutions and linear layers (github.com/quark0/darts issue 46 finds 523M for
 convolutions and linear layers).
@@ -23,13 +23,15 @@ from typing import Any, Callable
 
 import torch
 
-from pipeline import artifacts, distributed, runtime
-from pipeline.config import ConfigError, check_batch_fits
-from pipeline.counting import count_multiply_adds, count_parameters
-from pipeline.retrain import RANK_SEED_STRIDE, auxiliary_criterion
+from pipeline import artifacts, runtime
+from pipeline.training import distributed
+from pipeline.config import check_batch_fits
+from pipeline.errors import ConfigError
+from pipeline.nets.counting import count_multiply_adds, count_parameters
+from pipeline.stages.retrain import RANK_SEED_STRIDE, auxiliary_criterion
 from pipeline.spaces import get_space
-from pipeline.streaming import DeviceBatches, ImageFolderStream, eval_transform, image_folder, train_transform
-from pipeline.training import (
+from pipeline.training.streaming import DeviceBatches, ImageFolderStream, eval_transform, image_folder, train_transform
+from pipeline.training.shared import (
     check_stop,
     epoch_seed,
     evaluate_sharded,

@@ -16,7 +16,6 @@ with fixed metadata and SVG ids, so the same input gives the same bytes.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -26,44 +25,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pipeline import artifacts
-from pipeline.pictures import op_color
+from pipeline.views.figures import FORMATS, PlotError, new_figure, save_figure
+from pipeline.views.pictures import op_color
 
-FORMATS = ("svg", "png", "pdf")
 PAIRED_SUFFIXES = ("_acc", "_loss")
-
-
-class PlotError(ValueError):
-    """Input that cannot be plotted; the message names the file or field."""
-
-
-# ---------------------------------------------------------------- figures
-
-
-def new_figure(figsize=(6.4, 4.8)):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def figure_bytes(fig, fmt: str = "svg") -> bytes:
-    """The figure encoded as ``fmt`` with no date or random ids in it."""
-    import matplotlib
-
-    if fmt not in FORMATS:
-        raise PlotError(f"figure format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}, "png": {}}[fmt]
-    buffer = io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "pipeline", "svg.fonttype": "none"}):
-        fig.savefig(buffer, format=fmt, metadata=metadata, dpi=120)
-    return buffer.getvalue()
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    fmt = Path(path).suffix.lstrip(".").lower()
-    if fmt not in FORMATS:
-        raise PlotError(f"{path}: figure format must be one of {', '.join(FORMATS)} (from the file suffix)")
-    artifacts.write_bytes_atomic(path, figure_bytes(fig, fmt))
-    return Path(path)
 
 
 def _grid(fig, count: int, columns: int):
@@ -514,7 +479,7 @@ def _read_decisions_h5(path: Path) -> list[DecisionStep]:
                 count = len(next(iter(columns.values())))
                 records = [{k: v[i] for k, v in columns.items() if len(v) == count} for i in range(count)]
                 return decision_steps(records, criterion)
-    raise PlotError(f"{path}: no decision steps found (see pipeline.plots.read_decisions for the layouts)")
+    raise PlotError(f"{path}: no decision steps found (see pipeline.views.plots.read_decisions for the layouts)")
 
 
 def _attr(value: Any) -> Any:
@@ -725,7 +690,7 @@ def plot_ground_truth(runs: Sequence[GroundTruthRun], picks: Sequence[GroundTrut
 
 
 def ground_truth_figure(metrics_paths: Sequence[str | Path], genotype_paths: Sequence[str | Path] = ()):
-    from pipeline import nb201
+    from pipeline.benchmarks import nb201
 
     runs, picks, dataset = read_ground_truth(metrics_paths, genotype_paths)
     best = float(getattr(nb201.best(nb201.DATASETS[dataset][1]), nb201.DATASETS[dataset][1])) if dataset in nb201.DATASETS else None

@@ -24,11 +24,11 @@ from torch import nn
 
 from pipeline import artifacts, runtime
 from pipeline.config import check_batch_fits
-from pipeline.data import Augment, BatchLoader, PreparedData, load_prepared, stratified_split
+from pipeline.stages.data import Augment, BatchLoader, PreparedData, load_prepared, stratified_split
 from pipeline.search import METHODS
 from pipeline.search.widen import widen_supernet
 from pipeline.spaces import get_space
-from pipeline.training import (
+from pipeline.training.shared import (
     check_stop,
     epoch_seed,
     evaluate,

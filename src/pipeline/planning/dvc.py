@@ -3,7 +3,7 @@
 The per-job stages (search, select, retrain, latency, transfer) are DVC ``foreach``
 templates over the job set; the few aggregate ones (data, tables, latency filter) are
 written out. Every stage depends on its job's parameters file and its kind's code file
-(``pipeline.jobs``), which the first stage, ``params``, writes from the config files. That
+(``pipeline.planning.jobs``), which the first stage, ``params``, writes from the config files. That
 stage also refuses, in one line, to go on when the config's job set is no longer the one
 this file lists: a new method or seed needs ``pipeline dvc-yaml`` again.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.codedeps import PACKAGE
+from pipeline.planning.codedeps import PACKAGE
 from pipeline.config import PATHS, load_config
-from pipeline.jobs import PARAMS, PARAMS_ROOT, TEMPLATED, Job, code_path, jobs, launcher
+from pipeline.planning.jobs import PARAMS, PARAMS_ROOT, TEMPLATED, Job, code_path, jobs, launcher
 
 
 def _template(pattern: str) -> str:

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.errors import UserError
 from pipeline import artifacts, runtime
 from pipeline.known_data import TORCHVISION
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
 
-class DataSourceError(ValueError):
+class DataSourceError(UserError, ValueError):
     pass
 
 

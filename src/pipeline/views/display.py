@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from pipeline.pictures import CellGraph, genotype_graphs
+from pipeline.views.pictures import CellGraph, genotype_graphs
 
 # The table columns people read first (empty ones left out); `--all` shows every column.
 TABLE_VIEW = (

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import codedeps
+from pipeline.planning import codedeps
 from pipeline.config import PATHS, judged_by_benchmark, launch_gpus, selections_for, stage_params
 
 PARAMS_ROOT = "results/params"

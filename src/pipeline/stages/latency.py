@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import yaml
 
+from pipeline.errors import UserError
 from pipeline import artifacts, runtime
 from pipeline.registry import Registry
 
@@ -48,7 +49,7 @@ MOBILE_RESOLUTION = 224  # the resolution the Pixel-1 table was measured at
 MOBILE_CLASSES = 1000
 
 
-class LatencyError(ValueError):
+class LatencyError(UserError, ValueError):
     """A latency that cannot be had as configured (unknown table row, no table for a space)."""
 
 
@@ -112,7 +113,7 @@ class ProxylessLatency:
     resolution a search or retrain uses."""
 
     def __init__(self, space, table: LayerTable):
-        from pipeline.proxyless_net import SKIP, parse_mbconv
+        from pipeline.nets.proxyless import SKIP, parse_mbconv
 
         widths = space.widths
         stem, first = widths["stem"], widths["first"]
@@ -214,7 +215,7 @@ def nb201_latency_table() -> pd.DataFrame:
 
 @LOOKUPS.register("nb201")
 def lookup_nb201(space, cells: dict, options: dict) -> dict:
-    from pipeline import nb201
+    from pipeline.benchmarks import nb201
 
     device = options["nb201_device"]
     arch = nb201.format_arch(nb201.parse_arch(space.to_text(cells)))

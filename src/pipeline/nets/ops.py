@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pipeline.depthwise import DepthwiseConv2d
+from pipeline.nets.depthwise import DepthwiseConv2d
 
 
 class ReLUConvBN(nn.Sequential):

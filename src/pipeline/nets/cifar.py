@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pipeline.ops import FactorizedReduce, ReLUConvBN, make_op
+from pipeline.nets.ops import FactorizedReduce, ReLUConvBN, make_op
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:

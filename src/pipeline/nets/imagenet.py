@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pipeline.cifar_net import EvalNetwork
+from pipeline.nets.cifar import EvalNetwork
 
 
 class NetworkImageNet(EvalNetwork):

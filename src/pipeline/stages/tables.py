@@ -15,7 +15,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from pipeline import artifacts, nb201
+from pipeline import artifacts
+from pipeline.benchmarks import nb201
 
 SECONDS_PER = {"GPU-days": 86400.0, "CPU-hours": 3600.0}
 

@@ -1,0 +1,1 @@
+"""Networks: candidate operations, the supernet and the evaluation networks."""

@@ -1,0 +1,1 @@
+"""Views of results: ASCII and HTML tables, genotype pictures, plots."""
