@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.stages.data import Augment, BatchLoader
+from pipeline.training.data import Augment, BatchLoader
 
 REFERENCE_BATCH = 64
 

@@ -20,7 +20,7 @@ import torch
 from torch.utils import benchmark
 
 from pipeline import runtime
-from pipeline.stages.data import Augment, BatchLoader
+from pipeline.training.data import Augment, BatchLoader
 from pipeline.stages.retrain import auxiliary_criterion
 from pipeline.spaces import get_space
 from pipeline.training.shared import train_epoch

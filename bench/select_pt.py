@@ -54,7 +54,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import darts_pt_reference as ref  # noqa: E402
 
-from pipeline.stages.data import Augment, BatchLoader  # noqa: E402
+from pipeline.training.data import Augment, BatchLoader  # noqa: E402
 from pipeline.search import METHODS as SEARCH_METHODS  # noqa: E402
 from pipeline.select.base import DecisionLog  # noqa: E402
 from pipeline.select.pt import PT_OPTIONS, PerturbationSelection  # noqa: E402

@@ -40,7 +40,8 @@ def spearman(a, b) -> float:
 
 
 def demo_batches(batch_size: int, count: int, seed: int):
-    from pipeline.stages.data import BatchLoader, load_prepared, prepare_dataset
+    from pipeline.stages.data import prepare_dataset
+    from pipeline.training.data import BatchLoader, load_prepared
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cifar10.pt"

@@ -93,7 +93,7 @@ def run_reference(state, scoring, seed=0, pick_like_ours=True, crit="acc"):
 
 def run_ours(state, seed=0, crit="acc"):
     space, model, alpha, images, labels = state
-    from pipeline.stages.data import BatchLoader
+    from pipeline.training.data import BatchLoader
 
     loader = BatchLoader(images, labels, torch.arange(40, 80), 512, mean=[0.5] * 3, std=[0.25] * 3)
     weights = {k: a.softmax(-1) for k, a in alpha.items()}

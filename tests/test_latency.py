@@ -17,7 +17,8 @@ from conftest import REPO, RUNTIME, SEARCH_SETTINGS
 from pipeline import artifacts
 from pipeline.stages import latency
 from pipeline.config import ConfigError, load_config, method_options, stage_params
-from pipeline.stages.latency import LatencyError, ProxylessLatency
+from pipeline.benchmarks import latency as latency_tables
+from pipeline.benchmarks.latency import LatencyError, ProxylessLatency
 from pipeline.search import METHODS
 from pipeline.spaces import get_space
 
@@ -72,14 +73,14 @@ def test_lookup_of_a_hand_built_proxyless_architecture_is_the_sum_of_its_rows():
     space = get_space("proxyless_mobile")
     layer_keys = [hand_key(*layer, op) for layer, op in zip(MOBILE_LAYERS, HAND_BUILT) if op != "skip_connect"]
     expected_keys = FIXED_ROWS[:2] + layer_keys + FIXED_ROWS[2:]
-    result = latency.lookup_latency(space, space.from_text(" ".join(HAND_BUILT)), {})
+    result = latency_tables.lookup_latency(space, space.from_text(" ".join(HAND_BUILT)), {})
     assert [row["key"] for row in result["rows"]] == expected_keys
     assert result["latency_ms"] == pytest.approx(sum(PIXEL1[key]["mean"] for key in expected_keys), rel=1e-12)
     assert 40 < result["latency_ms"] < 150  # milliseconds on a Pixel 1
 
 
 def test_every_layer_choice_of_the_mobile_space_has_a_row_of_the_pixel1_table():
-    model = ProxylessLatency(get_space("proxyless_mobile"), latency.pixel1_table())
+    model = ProxylessLatency(get_space("proxyless_mobile"), latency_tables.pixel1_table())
     used = set(model.fixed_keys) | {key for keys in model.layer_keys for key in keys if key is not None}
     # The table also times the first block with kernels 5 and 7; the space fixes it at 3.
     assert set(PIXEL1) - used == {FIXED_ROWS[1].replace("kernel:3", f"kernel:{k}") for k in (5, 7)}
@@ -91,11 +92,11 @@ def test_unknown_layer_key_is_an_error_naming_the_key(tmp_path):
     missing = hand_key(*MOBILE_LAYERS[4], "mbconv6_k5")
     trimmed = {key: row for key, row in PIXEL1.items() if key != missing}
     (tmp_path / "lut.yaml").write_text(yaml.safe_dump(trimmed))
-    table = latency.load_layer_table(tmp_path / "lut.yaml")
+    table = latency_tables.load_layer_table(tmp_path / "lut.yaml")
     with pytest.raises(LatencyError, match=f"no row for layer key '{missing}'"):
         ProxylessLatency(get_space("proxyless_mobile"), table)
     with pytest.raises(LatencyError, match="no row for layer key 'expanded_conv-input:9x9x9'"):
-        latency.pixel1_table().ms("expanded_conv-input:9x9x9")
+        latency_tables.pixel1_table().ms("expanded_conv-input:9x9x9")
 
 
 def test_nb201_lookup_is_the_benchmark_row_for_the_device():
@@ -103,17 +104,17 @@ def test_nb201_lookup_is_the_benchmark_row_for_the_device():
     # Benchmark index 0 in the HELP latency table (source values, 6 significant digits).
     arch = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
     cells = space.from_text(arch)
-    pixel3 = latency.lookup_latency(space, cells, {"nb201_device": "pixel3"})
+    pixel3 = latency_tables.lookup_latency(space, cells, {"nb201_device": "pixel3"})
     assert pixel3["latency_ms"] == pytest.approx(3.60585) and pixel3["nb201_index"] == 0
-    assert latency.lookup_latency(space, cells, {"nb201_device": "1080ti_1"})["latency_ms"] == pytest.approx(10.7544)
-    table = latency.nb201_latency_table()
+    assert latency_tables.lookup_latency(space, cells, {"nb201_device": "1080ti_1"})["latency_ms"] == pytest.approx(10.7544)
+    table = latency_tables.nb201_latency_table()
     assert len(table) == 15625 and list(table["nb201_index"]) == list(range(15625))
-    assert [c for c in table.columns if c not in ("nb201_index", "arch_str")] == list(latency.NB201_DEVICES)
+    assert [c for c in table.columns if c not in ("nb201_index", "arch_str")] == list(latency_tables.NB201_DEVICES)
 
 
 def test_a_space_without_a_table_must_be_measured():
     with pytest.raises(LatencyError, match="no lookup table for space 'darts'"):
-        latency.lookup_latency(get_space("darts"), get_space("darts").from_text(DARTS_V2), {})
+        latency_tables.lookup_latency(get_space("darts"), get_space("darts").from_text(DARTS_V2), {})
 
 
 # ---------------------------------------------------------------- measured latency

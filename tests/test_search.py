@@ -207,7 +207,7 @@ def test_search_cli_rejects_bad_params(tiny_data, tmp_path):
 
 
 def test_batch_statistics_evaluation_leaves_the_model_untouched(tiny_data):
-    from pipeline.stages.data import BatchLoader, load_prepared
+    from pipeline.training.data import BatchLoader, load_prepared
     from pipeline.training.shared import evaluate
 
     data = load_prepared(tiny_data)

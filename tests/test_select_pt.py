@@ -261,7 +261,7 @@ def test_decided_edges_are_fixed_while_undecided_alpha_keeps_training():
 
 
 def test_ghost_batch_norm_in_large_batches_equals_the_small_batches(tiny8_data):
-    from pipeline.stages.data import BatchLoader, load_prepared
+    from pipeline.training.data import BatchLoader, load_prepared
 
     torch.manual_seed(0)
     space = get_space("darts")

@@ -346,7 +346,9 @@ def read_genotype(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def validate_genotype(record: Any, where: str) -> None:
-    from pipeline import spaces
+    from pipeline.registry import registries
+
+    (spaces,) = registries("spaces")  # the space named in the record, looked up by name
 
     if not isinstance(record, dict):
         raise ArtifactError(f"{where}: a genotype is a JSON object")

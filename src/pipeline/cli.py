@@ -179,7 +179,7 @@ def cmd_check_config(args):
 def cmd_check_gpu(args):
     import torch
 
-    from pipeline.planning.cluster import check_gpu_build
+    from pipeline.gpus import check_gpu_build
     from pipeline.config import deep_merge, read_yaml
 
     config: dict = {}  # only its cluster section matters: no data need be here

@@ -307,7 +307,7 @@ def _check_selections(config: dict) -> None:
 
 def _check_latency(config: dict) -> None:
     """A lookup needs a table for the space of every search that runs."""
-    (latency,) = registries("stages.latency")
+    (latency,) = registries("benchmarks.latency")
 
     if "latency" not in config or config["latency"]["method"] != "lookup":
         return

@@ -12,3 +12,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A bad configuration; the message names the config key or file."""
+
+
+class DataSourceError(UserError, ValueError):
+    """A data source that cannot be read; the message names the file or the config key."""

@@ -48,7 +48,7 @@ class Registry(Generic[T]):
 
 
 def registries(*names: str) -> tuple[Any, ...]:
-    """The modules ``pipeline.<name>`` (search, select, spaces, stages.latency), imported on use.
+    """The modules ``pipeline.<name>`` (search, select, spaces, benchmarks.latency), imported on use.
 
     Config checks look methods up by name through this, so that the code dependencies
     derived from imports (``codedeps``) do not make every stage depend on every method:

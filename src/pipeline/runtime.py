@@ -35,7 +35,7 @@ def resolve_device(name: str) -> torch.device:
 def check_kernels(device: torch.device) -> None:
     """One line, before any work, when the installed torch has no kernels for this GPU (a
     CUDA 13 build on a V100), instead of a CUDA error at the first convolution."""
-    from pipeline.planning.cluster import arch_covers
+    from pipeline.gpus import arch_covers
 
     capability = torch.cuda.get_device_capability(device)
     arch_list = torch.cuda.get_arch_list()

@@ -24,7 +24,7 @@ from torch import nn
 
 from pipeline import artifacts, runtime
 from pipeline.config import check_batch_fits
-from pipeline.stages.data import Augment, BatchLoader, PreparedData, load_prepared, stratified_split
+from pipeline.training.data import Augment, BatchLoader, PreparedData, load_prepared, stratified_split
 from pipeline.search import METHODS
 from pipeline.search.widen import widen_supernet
 from pipeline.spaces import get_space

@@ -15,7 +15,7 @@ Objective: E_z[L_gen(z, w)] + lambda_lat * E_z[max(0, lat(z) - target_ms)].
   (default): mean(log q(z) (f(z) - f(z~)).detach()) + mean(f(z~)); or ``reinforce``:
   mean(log q(z) (f(z) - b)) with b an exponential moving average of f.
 - lat(z): the sum of the table rows of the sampled ops (skip: 0) plus the fixed rows,
-  always at the space's full-width 224x224 shapes (pipeline.stages.latency.ProxylessLatency),
+  always at the space's full-width 224x224 shapes (pipeline.benchmarks.latency.ProxylessLatency),
   whatever width and resolution the supernet is searched at.
 - The latency term's gradient (choice): REINFORCE over ``latency_samples`` fresh samples
   per step with the leave-one-out baseline. Unbiased; a sample costs one table sum, so
@@ -45,7 +45,7 @@ from torch import nn
 
 from pipeline import runtime
 from pipeline.errors import ConfigError
-from pipeline.stages.latency import LAYER_MODELS, layer_model
+from pipeline.benchmarks.latency import LAYER_MODELS, layer_model
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 from pipeline.search.unas import Unas

@@ -78,7 +78,7 @@ import numpy as np
 import torch
 
 from pipeline import artifacts, runtime
-from pipeline.stages.data import BatchLoader, load_prepared
+from pipeline.training.data import BatchLoader, load_prepared
 from pipeline.select import METHODS
 from pipeline.search import METHODS as SEARCH_METHODS
 from pipeline.search.run import build_supernet, search_loaders, train_epoch

@@ -263,7 +263,7 @@ def first_batches(ctx: SelectionContext, batch_size: int, count: int) -> tuple[l
     """The first ``count`` batches of the search's weight-half loader for the selection seed."""
     from itertools import islice
 
-    from pipeline.stages.data import load_prepared
+    from pipeline.training.data import load_prepared
     from pipeline.search.run import search_loaders
 
     data = load_prepared(ctx.data_path, ctx.device)

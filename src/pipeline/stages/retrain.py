@@ -20,7 +20,7 @@ from pipeline import artifacts, runtime
 from pipeline.training import distributed
 from pipeline.config import check_batch_fits
 from pipeline.nets.counting import count_multiply_adds, count_parameters
-from pipeline.stages.data import Augment, BatchLoader, load_prepared, shard_bounds
+from pipeline.training.data import Augment, BatchLoader, load_prepared, shard_bounds
 from pipeline.spaces import get_space
 from pipeline.training.shared import (
     check_stop,

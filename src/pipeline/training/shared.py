@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import artifacts, runtime
-from pipeline.stages.data import BatchLoader
+from pipeline.training.data import BatchLoader
 from pipeline.training.distributed import World, unwrap
 
 # criterion(logits, logits_aux or None, labels) -> loss summed over the batch

@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 
-from pipeline.stages.data import DataSourceError, shard_bounds
+from pipeline.errors import DataSourceError
+from pipeline.training.data import shard_bounds
 
 # The ImageNet channel statistics every DARTS-family ImageNet run normalises with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
