@@ -54,9 +54,11 @@ demo-all:
 test: setup
 	pytest -q
 
+# ruff's rules: pyproject.toml [tool.ruff.lint]. All three must pass before a merge.
 lint: setup
-	snakemake --lint --configfile config/demo.yaml
+	ruff check src tests bench scripts
 	snakefmt --check Snakefile workflow/rules
+	snakemake --lint --configfile config/demo.yaml
 
 clean-results:
 	rm -rf results/data results/search results/select results/retrain results/latency results/tables results/report.html logs .snakemake
