@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -160,3 +161,30 @@ def test_decision_record_round_trip_and_validation(tmp_path):
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     with pytest.raises(ArtifactError, match=r"x\.h5: not a readable HDF5 file"):
         artifacts.read_decisions(tmp_path / "x.h5")
+
+
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        ("kind", ["op", "topology"], "column 'decisions/kind' holds 'topology', not one of"),
+        ("choice", ["sep_conv_3x3", "max_pool_3x3"], "decision 1: its choice 'max_pool_3x3' (input 1) is none of its candidates"),
+        ("input", [0, 0], "decision 1: its choice 'skip_connect' (input 0) is none of its candidates"),
+    ],
+)
+def test_decision_record_kinds_and_choices_follow_the_contract(tmp_path, column, value, message):
+    """A decision's kind is one of DECISION_KINDS and its choice one of its own candidates
+    (name and input), checked on write and on read."""
+    import h5py
+
+    bad = decision_record()
+    bad.decisions[column] = value
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        artifacts.write_decisions(tmp_path / "bad.h5", bad)
+    assert not (tmp_path / "bad.h5").exists()
+    path = tmp_path / "decisions.h5"
+    artifacts.write_decisions(path, decision_record())
+    with h5py.File(path, "a") as handle:
+        del handle[f"decisions/{column}"]
+        handle["decisions"].create_dataset(column, data=value, dtype=h5py.string_dtype() if column != "input" else None)
+    with pytest.raises(ArtifactError, match=re.escape(f"decisions.h5: {message}")):
+        artifacts.read_decisions(path)

@@ -33,7 +33,8 @@ def test_nb201_and_strip_in_ascii():
         "  0 --avg_pool_3x3--+",
         "  2 --nor_conv_1x1--+--> 3",
     ]
-    text = genotype_ascii({"layers": ["mbconv3_k3", "skip_connect", "mbconv6_k7"]}, width=40)
+    layers = [{"node": i + 1, "input": i, "op": op} for i, op in enumerate(["mbconv3_k3", "skip_connect", "mbconv6_k7"])]
+    text = genotype_ascii({"space": "proxyless", "cells": {"layers": {"edges": layers}}}, width=40)
     assert text.splitlines() == ["layers (3 layers)", "  1:mbconv3_k3 > 2:skip_connect >", "  3:mbconv6_k7"]
 
 

@@ -84,8 +84,8 @@ def test_proxyless_layers_become_a_strip_in_layer_order():
     (graph,) = genotype_graphs({"space": "proxyless", "cells": cells})
     assert graph.strip and [n.op for n in graph.nodes] == ops and graph.caption() == "layers (21 layers)"
     assert [(e.source, e.target) for e in graph.edges] == [(str(i), str(i + 1)) for i in range(1, 21)]
-    plain = genotype_graphs({"space": "proxyless", "layers": PROXYLESS_OPS})[0]
-    assert [n.op for n in plain.nodes] == PROXYLESS_OPS
+    with pytest.raises(PictureError, match="field 'cells' must map cell types to cells"):
+        genotype_graphs({"space": "proxyless", "layers": PROXYLESS_OPS})  # the genotype JSON has 'cells' only
 
 
 @pytest.mark.parametrize(

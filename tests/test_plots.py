@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import artifacts
 from pipeline.views import plots
-from pipeline.views.plots import PlotError, decision_steps, read_decisions
+from pipeline.views.plots import PlotError
 
 EPOCHS = 3
 
@@ -100,91 +100,99 @@ def test_plotting_a_missing_metrics_file_names_it(tmp_path):
 
 # ---------------------------------------------------------------- decision records
 
-STEPS = [
-    {"edge": "normal 0→2", "candidates": ["skip_connect", "sep_conv_3x3"], "scores": [60.0, 20.0], "choice": "sep_conv_3x3", "accuracy_after": 70.0},
-    {"edge": "normal 1→2", "candidates": ["skip_connect", "sep_conv_3x3", "max_pool_3x3"], "scores": [50.0, 55.0, 61.0], "choice": 0, "accuracy_after": 71.5},
-    {"edge": "normal node 2", "kind": "topology", "candidates": ["0→2", "1→2"], "scores": [40.0, 66.0], "choice": "0→2", "accuracy_after": 72.0},
-]
+
+def write_record(path, add_decisions, method="pt"):
+    """A decision record as the selection stage writes it: a DecisionLog, then artifacts.write_decisions."""
+    from pipeline.select.base import DecisionLog
+
+    log = DecisionLog()
+    add_decisions(log)
+    artifacts.write_decisions(path, log.to_artifact(method, method, artifacts.provenance({}, seed=0)))
+    return path
 
 
-def test_decision_steps_accept_names_or_indices_and_aliases():
-    steps = decision_steps(STEPS + [{"name": "n", "ops": [b"a", b"b", b""], "accuracies": [1.0, 2.0, np.nan], "chosen": 1}])
-    assert [s.choice for s in steps] == ["sep_conv_3x3", "skip_connect", "0→2", "b"]
-    assert steps[3].candidates == ["a", "b"] and steps[3].scores == [1.0, 2.0] and steps[3].accuracy_after is None
-    assert [s.kind for s in steps] == ["operation", "operation", "topology", "operation"]
+def pt_decisions(log):
+    """PT on a DARTS cell: two op decisions with their tuning, then a topology step."""
+    log.add(step=0, cell_type="normal", kind="op", criterion="acc", action="keep", choice="sep_conv_3x3", node=2, input=0, edge=0,
+            candidates=[("skip_connect", 0, 60.0, 0.4), ("sep_conv_3x3", 0, 20.0, 0.1)])
+    log.after_step(0, 70.0, 1.2)
+    log.add(step=1, cell_type="normal", kind="op", criterion="acc", action="keep", choice="skip_connect", node=2, input=1, edge=1,
+            candidates=[("skip_connect", 1, 50.0, 0.3), ("sep_conv_3x3", 1, 55.0, 0.3), ("max_pool_3x3", 1, 61.0, 0.4)])
+    log.after_step(1, 71.5, 1.1)
+    log.add(step=2, cell_type="reduce", kind="edge", criterion="acc", action="remove", choice="max_pool_3x3", node=4, input=1, edge=6,
+            candidates=[("sep_conv_3x3", 0, 30.0, 0.5), ("max_pool_3x3", 1, 50.0, 0.5), ("skip_connect", 3, 40.0, 0.5)])
+    log.after_step(2, 72.0, 1.0)
 
 
-@pytest.mark.parametrize(
-    "record, message",
-    [
-        ({"edge": "e", "candidates": ["a"], "choice": "a"}, "decision step 0: needs candidates, scores and choice"),
-        ({"edge": "e", "candidates": ["a", "b"], "scores": [1.0, 2.0], "choice": "c"}, "choice 'c' is not one of the candidates"),
-        ({"edge": "e", "candidates": ["a", "b"], "scores": [1.0], "choice": "a"}, "2 candidates but 1 scores"),
-    ],
-)
-def test_bad_decision_records_are_rejected(record, message):
-    with pytest.raises(PlotError, match=re.escape(message)):
-        decision_steps([record])
+def test_decision_steps_follow_the_record(tmp_path):
+    """Op decisions name the edge and its ops; a topology step's candidates are edges
+    (``input:op``); scores, choices and the accuracy after tuning come from the record."""
+    first, second, topology = plots.read_decision_steps(write_record(tmp_path / "decisions.h5", pt_decisions))
+    assert (first.kind, first.edge, first.choice, first.criterion) == ("operation", "normal 0→2", "sep_conv_3x3", "acc")
+    assert first.candidates == ["skip_connect", "sep_conv_3x3"] and first.scores == [60.0, 20.0] and first.accuracy_after == 70.0
+    assert (second.edge, second.choice, second.accuracy_after) == ("normal 1→2", "skip_connect", 71.5)
+    assert (topology.kind, topology.edge, topology.choice) == ("topology", "reduce 1→4", "1:max_pool_3x3")
+    assert topology.candidates == ["0:sep_conv_3x3", "1:max_pool_3x3", "3:skip_connect"] and topology.scores == [30.0, 50.0, 40.0]
 
 
-def _write_h5_groups(path):
-    with h5py.File(path, "w") as handle:
-        handle.attrs["criterion"] = "acc"
-        for i, step in enumerate(STEPS):
-            group = handle.create_group(f"steps/{i}")
-            group.create_dataset("candidates", data=np.array(step["candidates"], dtype=h5py.string_dtype()))
-            group.create_dataset("scores", data=np.array(step["scores"]))
-            for key in ("edge", "choice", "accuracy_after", "kind"):
-                if key in step:
-                    group.attrs[key] = step[key]
+def test_branch_and_sample_decisions(tmp_path):
+    """UNAS branches: (input, op) pairs, the impossible ones (-inf) left out; train-free
+    samples are numbered, the choice kept even when its proxy score is not finite; no
+    accuracy after tuning without a supernet pass."""
+    inf, nan = float("inf"), float("nan")
+
+    def decisions(log):
+        log.add(step=0, cell_type="normal", kind="branch", criterion="log_prob", action="keep", choice="sep_conv_3x3", node=3, input=2,
+                candidates=[("sep_conv_3x3", 0, -2.0, nan), ("skip_connect", 1, -inf, nan), ("sep_conv_3x3", 2, -1.0, nan)])
+        log.add(step=0, cell_type="all", kind="sample", criterion="synflow", action="keep", choice="arch A",
+                candidates=[("arch A", -1, nan, nan), ("arch B", -1, 3.0, nan), ("arch C", -1, inf, nan)])
+
+    branch, sample = plots.read_decision_steps(write_record(tmp_path / "decisions.h5", decisions, method="unas"))
+    assert (branch.kind, branch.edge, branch.choice) == ("branch", "normal 2→3", "2:sep_conv_3x3")
+    assert branch.candidates == ["0:sep_conv_3x3", "2:sep_conv_3x3"] and branch.scores == [-2.0, -1.0]
+    assert (sample.kind, sample.edge, sample.choice, sample.criterion) == ("sample", "2 samples", "#1", "synflow")
+    assert sample.candidates == ["#1", "#2"] and sample.accuracy_after is None
+    texts = svg_texts(plots.save_figure(plots.plot_decisions([branch, sample]), tmp_path / "decisions.svg"))
+    assert {"2:sep_conv_3x3", "branch", "sample", "log_prob / synflow"} <= set(texts)  # a NaN score has no point
 
 
-def _write_h5_columns(path):
-    width = max(len(s["candidates"]) for s in STEPS)
-    with h5py.File(path, "w") as handle:
-        group = handle.create_group("decisions")
-        group["edge"] = np.array([s["edge"] for s in STEPS], dtype=h5py.string_dtype())
-        group["candidates"] = np.array([s["candidates"] + [""] * (width - len(s["candidates"])) for s in STEPS], dtype=h5py.string_dtype())
-        group["scores"] = np.array([s["scores"] + [np.nan] * (width - len(s["scores"])) for s in STEPS])
-        group["choice"] = np.array([s["choice"] if isinstance(s["choice"], str) else s["candidates"][s["choice"]] for s in STEPS], dtype=h5py.string_dtype())
-        group["accuracy_after"] = np.array([s["accuracy_after"] for s in STEPS])
-        group["kind"] = np.array([s.get("kind", "operation") for s in STEPS], dtype=h5py.string_dtype())
-
-
-@pytest.mark.parametrize("layout", ["json", "h5_groups", "h5_columns", "h5_json_attr"])
-def test_decision_record_layouts_read_the_same(tmp_path, layout):
-    expected = decision_steps(STEPS)
-    if layout == "json":
-        path = tmp_path / "decisions.json"
-        path.write_text(json.dumps({"criterion": "acc", "steps": STEPS}))
-    else:
-        path = tmp_path / "decisions.h5"
-        if layout == "h5_groups":
-            _write_h5_groups(path)
-        elif layout == "h5_columns":
-            _write_h5_columns(path)
-        else:
-            with h5py.File(path, "w") as handle:
-                handle.attrs["steps"] = json.dumps(STEPS)
-    assert read_decisions(path) == expected
-
-
-def test_unreadable_decision_record_names_the_file(tmp_path):
-    path = tmp_path / "empty.h5"
-    with h5py.File(path, "w"):
-        pass
-    with pytest.raises(PlotError, match=r"empty\.h5: no decision steps found"):
-        read_decisions(path)
+def test_every_decision_kind_of_the_contract_is_drawn():
+    assert set(plots.KIND_LABELS) == set(artifacts.DECISION_KINDS)
 
 
 def test_decision_plot_marks_each_choice(tmp_path):
-    fig = plots.plot_decisions(decision_steps(STEPS), title="PT on darts")
-    path = plots.save_figure(fig, tmp_path / "decisions.svg")
-    texts = svg_texts(path)
-    for step in STEPS:
-        assert step["edge"] in texts  # one tick per decision
-    assert texts.count("sep_conv_3x3") == 1 and texts.count("skip_connect") == 1 and "0→2" in texts
+    fig = plots.plot_decisions(plots.read_decision_steps(write_record(tmp_path / "decisions.h5", pt_decisions)), title="PT on darts")
+    texts = svg_texts(plots.save_figure(fig, tmp_path / "decisions.svg"))
+    assert {"normal 0→2", "normal 1→2", "reduce 1→4"} <= set(texts)  # one tick per decision
+    assert texts.count("sep_conv_3x3") == 1 and texts.count("skip_connect") == 1 and "1:max_pool_3x3" in texts
     assert {"operation", "topology", "PT on darts"} <= set(texts)
+
+
+def test_plot_decisions_command_draws_the_stage_record(tmp_path):
+    from pipeline.cli import main
+
+    record, out = write_record(tmp_path / "decisions.h5", pt_decisions), tmp_path / "decisions.svg"
+    assert main(["plot-decisions", str(record), "--out", str(out), "--title", "PT, seed 0"]) == 0
+    assert {"sep_conv_3x3", "1:max_pool_3x3", "PT, seed 0"} <= set(svg_texts(out))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda path: h5py.File(path, "w").close(), "attribute 'format' is not 'pipeline.decisions'"),
+        (lambda path: path.write_text(json.dumps({"steps": []})), "not a readable HDF5 file"),
+        (lambda path: None, "decisions file not found"),
+    ],
+)
+def test_a_file_that_is_not_a_stage_record_is_refused_in_one_line(tmp_path, capsys, make, message):
+    from pipeline.cli import main
+
+    path, out = tmp_path / "record.h5", tmp_path / "decisions.svg"
+    make(path)
+    assert main(["plot-decisions", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pipeline plot-decisions: error: {path}: {message}") and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_pareto_front_and_latency_plot(tmp_path):
@@ -195,38 +203,6 @@ def test_pareto_front_and_latency_plot(tmp_path):
     assert "target 85 ms" in texts and "over target" in texts and set("abcde") <= set(texts)
     with pytest.raises(PlotError, match="2 latencies but 1 accuracies"):
         plots.plot_latency_accuracy([1.0, 2.0], [3.0])
-
-
-def test_plot_decisions_reads_the_selection_stage_record(tmp_path):
-    """The record the select stage writes (DecisionLog -> decisions.h5) plots with the
-    right candidates, choices and accuracy after tuning, for op, edge and sample decisions."""
-    from pipeline.select.base import DecisionLog
-
-    log = DecisionLog()
-    log.add(step=0, cell_type="normal", kind="op", criterion="acc", action="keep", choice="sep_conv_3x3", node=2, input=0, edge=0,
-            candidates=[("skip_connect", 0, 60.0, 0.4), ("sep_conv_3x3", 0, 20.0, 0.1)])
-    log.after_step(0, 55.0, 1.2)
-    log.add(step=1, cell_type="reduce", kind="edge", criterion="acc", action="remove", choice="max_pool_3x3", node=4, input=1, edge=6,
-            candidates=[("sep_conv_3x3", 0, 30.0, 0.5), ("max_pool_3x3", 1, 50.0, 0.5), ("skip_connect", 3, 40.0, 0.5)])
-    log.after_step(1, 57.0, 1.1)
-    log.add(step=2, cell_type="all", kind="sample", criterion="synflow", action="keep", choice="arch B",
-            candidates=[("arch A", -1, 1.0, float("nan")), ("arch B", -1, 3.0, float("nan"))])
-    path = tmp_path / "decisions.h5"
-    artifacts.write_decisions(path, log.to_artifact("pt", "pt", {"seed": 0}))
-
-    operation, topology, sample = read_decisions(path)
-    assert (operation.kind, operation.edge, operation.choice) == ("operation", "normal 0→2", "sep_conv_3x3")
-    assert operation.candidates == ["skip_connect", "sep_conv_3x3"] and operation.scores == [60.0, 20.0]
-    assert operation.accuracy_after == 55.0
-    assert (topology.kind, topology.edge, topology.choice) == ("topology", "reduce 1→4", "1:max_pool_3x3")
-    assert topology.candidates == ["0:sep_conv_3x3", "1:max_pool_3x3", "3:skip_connect"]
-    assert (sample.kind, sample.choice, sample.candidates, sample.criterion) == ("sample", "#2", ["#1", "#2"], "synflow")
-    assert sample.accuracy_after is None
-    out = tmp_path / "decisions.svg"
-    from pipeline.cli import main
-
-    assert main(["plot-decisions", str(path), "--out", str(out)]) in (0, None)
-    assert {"sep_conv_3x3", "1:max_pool_3x3", "#2"} <= set(svg_texts(out))
 
 
 def test_plot_latency_reads_the_latency_table(tmp_path):

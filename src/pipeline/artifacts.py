@@ -558,6 +558,13 @@ DECISION_COLUMNS = {
     "valid_loss_after": "f",
 }
 CANDIDATE_COLUMNS = {"decision": "i", "name": "s", "input": "i", "score": "f", "weight": "f"}
+# What a decision row's ``kind`` may be, and what its candidates are.
+DECISION_KINDS = {
+    "op": "an edge's operation; candidates: the edge's ops",
+    "edge": "an edge dropped by topology selection; candidates: the node's remaining edges",
+    "branch": "one of a node's two branches (UNAS); candidates: every (input, op) pair",
+    "sample": "an architecture among samples (train-free); candidates: the samples' genotype texts",
+}
 
 
 @dataclass
@@ -673,9 +680,17 @@ def _checked_decisions(record: Decisions, where: str) -> Decisions:
         if len(set(lengths.values())) > 1:
             raise ArtifactError(f"{where}: columns of {group_name!r} differ in length: {lengths}")
         tables[group_name] = typed
-    index = tables["candidates"]["decision"]
-    if len(index) and (index.min() < 0 or index.max() >= len(tables["decisions"]["step"])):
+    decisions, candidates = tables["decisions"], tables["candidates"]
+    index = candidates["decision"]
+    if len(index) and (index.min() < 0 or index.max() >= len(decisions["step"])):
         raise ArtifactError(f"{where}: column 'candidates/decision' points past the decisions")
+    unknown = sorted(set(decisions["kind"]) - set(DECISION_KINDS))
+    if unknown:
+        raise ArtifactError(f"{where}: column 'decisions/kind' holds {unknown[0]!r}, not one of {sorted(DECISION_KINDS)}")
+    offered = set(zip(index.tolist(), candidates["name"].tolist(), candidates["input"].tolist()))
+    for row, (choice, source) in enumerate(zip(decisions["choice"], decisions["input"].tolist())):
+        if (row, choice, source) not in offered:
+            raise ArtifactError(f"{where}: decision {row}: its choice {choice!r} (input {source}) is none of its candidates")
     return Decisions(record.method, record.algorithm, tables["decisions"], tables["candidates"], dict(record.summary), dict(record.provenance))
 
 

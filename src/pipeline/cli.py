@@ -265,9 +265,9 @@ def cmd_plot(args):
 
 def cmd_plot_decisions(args):
     from pipeline.views.figures import save_figure
-    from pipeline.views.plots import plot_decisions, read_decisions
+    from pipeline.views.plots import plot_decisions, read_decision_steps
 
-    save_figure(plot_decisions(read_decisions(args.record), title=args.title or f"selection decisions: {args.record}"), args.out)
+    save_figure(plot_decisions(read_decision_steps(args.record), title=args.title or f"selection decisions: {args.record}"), args.out)
     print(f"wrote {args.out}")
 
 

@@ -11,10 +11,9 @@ from pipeline.config import (
     search_settings,
     judged_by_benchmark,
     launch_gpus,
-    selections_for,
     validate_config,
 )
-from pipeline.planning.jobs import PARAMS, code_path, write_job_files
+from pipeline.planning.jobs import PARAMS, code_path, search_runs, write_job_files
 
 try:
     validate_config(config)
@@ -55,36 +54,31 @@ def table_path(dataset):
     return PATHS["table"].format(dataset=dataset)
 
 
-def retrain_metrics(wildcards):
-    """Every retrained (search, selection, seed) result of the dataset; selections per search method."""
+def runs(dataset, seeds=None, judged=None):
+    """The (search, selection, seed) runs on ``dataset`` as wildcard values, expanded as
+    the DVC jobs are (pipeline.planning.jobs.search_runs). ``seeds``: the config's by
+    default; ``judged`` True/False: only runs judged by the benchmark / retrained."""
+    seeds = config["seeds"] if seeds is None else seeds
     return [
-        path
-        for search in config["search"]["run"]
-        if not judged_by_benchmark(config, search)
-        for path in expand(
-            f"{RETRAIN_DIR}/metrics.h5",
-            dataset=wildcards.dataset,
-            search=search,
-            select=selections_for(config, search),
-            seed=config["seeds"],
-        )
+        run
+        for run in search_runs(config, seeds, dataset)
+        if judged is None or judged_by_benchmark(config, run["search"]) == judged
     ]
+
+
+def run_paths(pattern, runs, **keys):
+    """``pattern`` filled in for each run (and ``keys``), each distinct path once, in order."""
+    return list(dict.fromkeys(pattern.format(**run, **keys) for run in runs))
+
+
+def retrain_metrics(wildcards):
+    """Every retrained (search, selection, seed) result of the dataset."""
+    return run_paths(f"{RETRAIN_DIR}/metrics.h5", runs(wildcards.dataset, judged=False))
 
 
 def benchmark_genotypes(wildcards):
     """The cells judged by their benchmark instead of retrained (benchmarks.nb201.retrain: false)."""
-    return [
-        path
-        for search in config["search"]["run"]
-        if judged_by_benchmark(config, search)
-        for path in expand(
-            GENOTYPE,
-            dataset=wildcards.dataset,
-            search=search,
-            select=selections_for(config, search),
-            seed=config["seeds"],
-        )
-    ]
+    return run_paths(GENOTYPE, runs(wildcards.dataset, judged=True))
 
 
 def ground_truth_searches(dataset):
@@ -101,20 +95,10 @@ def ground_truth_searches(dataset):
 def ground_truth_inputs(wildcards):
     """Their search metrics and their selections' genotypes, for the ground-truth plot."""
     searches = ground_truth_searches(wildcards.dataset)
-    keys = dict(dataset=wildcards.dataset, seed=config["seeds"])
+    mine = [run for run in runs(wildcards.dataset) if run["search"] in searches]
     return {
-        "metrics": [
-            path
-            for search in searches
-            for path in expand(f"{SEARCH_DIR}/metrics.h5", search=search, **keys)
-        ],
-        "genotypes": [
-            path
-            for search in searches
-            for path in expand(
-                GENOTYPE, search=search, select=selections_for(config, search), **keys
-            )
-        ],
+        "metrics": run_paths(f"{SEARCH_DIR}/metrics.h5", mine),
+        "genotypes": run_paths(GENOTYPE, mine),
     }
 
 
@@ -127,17 +111,7 @@ def latency_inputs(wildcards):
 
 def latency_files(wildcards):
     """The latency of every (search, selection, seed) architecture of the dataset."""
-    return [
-        path
-        for search in config["search"]["run"]
-        for path in expand(
-            PATHS["latency"],
-            dataset=wildcards.dataset,
-            search=search,
-            select=selections_for(config, search),
-            seed=config["seeds"],
-        )
-    ]
+    return run_paths(PATHS["latency"], runs(wildcards.dataset))
 
 
 def slurm_resources(stage):
@@ -163,17 +137,12 @@ def report_figures(dataset):
     """The table as HTML, every picture and plot folder of the configured runs (the default target's)."""
     figures = [PATHS["table_html"].format(dataset=dataset)]
     for search in config["search"]["run"]:
-        keys = dict(
-            dataset=dataset,
-            search=search,
-            select=selections_for(config, search),
-            seed=config["seeds"],
-        )
-        figures += expand(PATHS["search_plots"], **keys)
-        figures += expand(PATHS["genotype_picture"], **keys)
-        figures += expand(PATHS["decisions_plot"], **keys)
+        mine = [run for run in runs(dataset) if run["search"] == search]
+        figures += run_paths(PATHS["search_plots"], mine)
+        figures += run_paths(PATHS["genotype_picture"], mine)
+        figures += run_paths(PATHS["decisions_plot"], mine)
         if not judged_by_benchmark(config, search):
-            figures += expand(PATHS["retrain_plots"], **keys)
+            figures += run_paths(PATHS["retrain_plots"], mine)
     if ground_truth_searches(dataset):
         figures.append(PATHS["ground_truth_plot"].format(dataset=dataset))
     return figures
@@ -201,19 +170,12 @@ def transfer_source_dirs(wildcards):
 
 
 def transfer_metrics(wildcards):
-    """Every transferred (search, selection, seed) result; selections per search method."""
-    return [
-        path
-        for search in config["search"]["run"]
-        for path in expand(
-            f"{TRANSFER_DIR}/metrics.h5",
-            target=config["transfer"]["dataset"],
-            dataset=config["dataset"],
-            search=search,
-            select=selections_for(config, search),
-            seed=config["transfer"]["seeds"],
-        )
-    ]
+    """Every transferred (search, selection, seed) result: the searched cells of the config's
+    dataset, genotypes of the transfer seeds."""
+    transferred = runs(config["dataset"], seeds=config["transfer"]["seeds"])
+    return run_paths(
+        f"{TRANSFER_DIR}/metrics.h5", transferred, target=config["transfer"]["dataset"]
+    )
 
 
 def transfer_targets():

@@ -67,7 +67,10 @@ class Job:
         return f"{self.kind}{'@' if self.kind in TEMPLATED else '_'}{self.name}"
 
 
-def _search_runs(config: dict, seeds: list[int], dataset: str | None = None):
+def search_runs(config: dict, seeds: list[int], dataset: str | None = None):
+    """Every (search method, selection method, seed) run on ``dataset`` (default: the
+    config's) as wildcard values, selections per search method: the one expansion the
+    DVC jobs here and the Snakefile's input functions (workflow/rules/common.smk) use."""
     dataset = dataset or config["dataset"]
     for search in config["search"]["run"]:
         for select in selections_for(config, search):
@@ -97,7 +100,7 @@ def jobs(config: dict) -> list[Job]:
                 [f"{out_dir}/supernet.pt", f"{out_dir}/metrics.h5"], f"--data {data} --out-dir {out_dir}",
             ))
     metrics, genotypes, latency = [], [], []
-    for keys in _search_runs(config, config["seeds"]):
+    for keys in search_runs(config, config["seeds"]):
         name = "{dataset}.{search}.{select}.seed{seed}".format(**keys)
         supernet = PATHS["search_dir"].format(**keys) + "/supernet.pt"
         genotype, decisions = PATHS["genotype"].format(**keys), PATHS["decisions"].format(**keys)
@@ -146,7 +149,7 @@ def jobs(config: dict) -> list[Job]:
 def _transfer_jobs(config: dict) -> list[Job]:
     target = config["transfer"]["dataset"]
     out, metrics = [], []
-    for keys in _search_runs(config, config["transfer"]["seeds"]):
+    for keys in search_runs(config, config["transfer"]["seeds"]):
         genotype = PATHS["genotype"].format(**keys)
         out_dir = PATHS["transfer_dir"].format(target=target, **keys)
         out.append(Job(
@@ -173,7 +176,7 @@ def _params_of(config: dict) -> dict[str, dict[str, Any]]:
         if dataset != target or dataset == config["dataset"]:
             files.update(_chain_params(config, dataset))
     if target is not None:
-        for keys in _search_runs(config, transfer["seeds"]):
+        for keys in search_runs(config, transfer["seeds"]):
             files[PARAMS["transfer"].format(target=target, **keys)] = stage_params(config, "transfer", dataset=target, seed=keys["seed"])
         files[PARAMS["tables"].format(dataset=target)] = stage_params(config, "tables", dataset=target)
     return files
@@ -186,7 +189,7 @@ def _chain_params(config: dict, dataset: str) -> dict[str, dict[str, Any]]:
         for seed in config["seeds"]:
             keys = {"dataset": dataset, "search": search, "seed": seed}
             files[PARAMS["search"].format(**keys)] = stage_params(config, "search", dataset=dataset, method=search, seed=seed)
-    for keys in _search_runs(config, config["seeds"], dataset):
+    for keys in search_runs(config, config["seeds"], dataset):
         files[PARAMS["select"].format(**keys)] = stage_params(config, "select", dataset=dataset, method=keys["select"], seed=keys["seed"])
         files[PARAMS["retrain"].format(**keys)] = stage_params(config, "retrain", dataset=dataset, seed=keys["seed"])
         if "latency" in config:

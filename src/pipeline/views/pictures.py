@@ -13,8 +13,8 @@ How a cell's JSON is read (every space's genotype uses ``{"edges": [{"node", "in
   labelled ``c_{k-2}, c_{k-1}`` and intermediate nodes ``0, 1, ...`` as in the DARTS paper.
 - Without ``concat`` (NAS-Bench-201) the last node is the output; nodes keep their numbers
   and ``none`` edges are left out (``none`` removes the edge).
-- Edges forming a chain (node i reads node i - 1 only, ProxylessNAS layers) or a plain list
-  of op names become a strip: one box per layer.
+- Edges forming a chain (node i reads node i - 1 only, ProxylessNAS layers) become a
+  strip: one box per layer.
 """
 
 from __future__ import annotations
@@ -141,8 +141,6 @@ def strip_graph(name: str, ops: Sequence[str]) -> CellGraph:
 
 def cell_graph(name: str, cell: Any) -> CellGraph:
     """The graph of one cell type's JSON (see the module docstring for the rules)."""
-    if isinstance(cell, list) and all(isinstance(op, str) for op in cell):
-        return strip_graph(name, cell)
     edges = _edges_of(name, cell)
     concat = cell.get("concat")
     if concat is None and _is_chain(edges):
@@ -175,12 +173,9 @@ def cell_graph(name: str, cell: Any) -> CellGraph:
 
 
 def genotype_graphs(genotype: Mapping) -> list[CellGraph]:
-    """One graph per cell type of a genotype record (``{"space", "cells": {...}}``).
-
-    Also accepts ``{"layers": [op, ...]}`` at the top level for a plain layer sequence."""
+    """One graph per cell type of a genotype record (``{"space", "cells": {...}}``, the
+    genotype JSON of docs/artifacts.md)."""
     cells = genotype.get("cells")
-    if cells is None and isinstance(genotype.get("layers"), list):
-        cells = {"layers": genotype["layers"]}
     if not isinstance(cells, Mapping) or not cells:
         raise PictureError("genotype: field 'cells' must map cell types to cells")
     return [cell_graph(str(name), cell) for name, cell in cells.items()]

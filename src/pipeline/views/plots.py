@@ -6,7 +6,8 @@
 - :func:`arch_trajectories` / :func:`plot_edge_trajectories`: every (epochs, edges, ops)
   array of a search's metrics, one panel per edge, one line per op; ``alpha_<cell>`` is
   shown as softmax(alpha), and ``weights_<cell>`` is left out where it equals that.
-- :func:`plot_decisions`: a selection's decision record (see :func:`decision_steps`).
+- :func:`plot_decisions`: a selection's decision record (``decisions.h5``, read through
+  :func:`artifacts.read_decisions`; see :func:`decision_steps`).
 - :func:`plot_latency_accuracy`: accuracy against latency with the latency target.
 
 :func:`plot_metrics` writes a metrics file's figures into a folder (what the workflow runs).
@@ -16,7 +17,6 @@ with fixed metadata and SVG ids, so the same input gives the same bytes.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +43,6 @@ def _grid(fig, count: int, columns: int):
 # ---------------------------------------------------------------- per-epoch curves
 
 
-def _epoch_axis(epochs: Mapping[str, np.ndarray]) -> np.ndarray:
-    lengths = [len(v) for v in epochs.values()]
-    count = lengths[0] if lengths else 0
-    return np.asarray(epochs["epoch"]) + 1 if "epoch" in epochs else np.arange(1, count + 1)
-
-
 def series_panels(epochs: Mapping[str, np.ndarray]) -> list[tuple[str, list[str]]]:
     """(panel title, series keys) for every 1-D or 2-D per-epoch array; 3-D arrays are left
     to :func:`arch_trajectories`. Accuracies share a panel, and so do losses."""
@@ -71,7 +65,7 @@ def plot_curves(metrics: artifacts.Metrics, title: str | None = None):
     panels = series_panels(metrics.epochs)
     if not panels:
         raise PlotError("metrics: no per-epoch series to plot")
-    x = _epoch_axis(metrics.epochs)
+    x = np.asarray(metrics.epochs["epoch"]) + 1  # every metrics kind has it (METRICS_REQUIRED)
     columns = min(3, len(panels))
     fig = new_figure(figsize=(4.2 * columns, 3.0 * math.ceil(len(panels) / columns) + 0.3))
     for ax, (name, keys) in zip(_grid(fig, len(panels), columns), panels):
@@ -289,206 +283,63 @@ def plot_metrics(path: str | Path, out_dir: str | Path, fmt: str = "svg") -> lis
 
 @dataclass
 class DecisionStep:
-    """One selection decision: the candidates on ``edge`` and their scores (the supernet's
-    accuracy, or loss, with that candidate removed), the one kept, and the supernet's
-    accuracy after the fine-tuning that followed."""
+    """One decision of a selection's record (:class:`artifacts.Decisions`) as it is drawn:
+    the candidates' labels and scores (what ``criterion`` names, e.g. the supernet's
+    accuracy with the candidate removed), the chosen one, and the supernet's validation
+    accuracy after the step's fine-tuning (None for methods without a supernet pass)."""
 
-    edge: str
+    edge: str  # the tick label: "normal 0→2", or "12 samples"
     candidates: list[str]
     scores: list[float]
     choice: str
-    accuracy_after: float | None = None
-    kind: str = "operation"  # or "topology"
-    criterion: str = "acc"  # or "loss"
+    accuracy_after: float | None
+    kind: str  # KIND_LABELS of the record's kind
+    criterion: str
 
 
-ALIASES = {
-    "edge": ("edge", "name", "target"),
-    "candidates": ("candidates", "ops", "names", "options"),
-    "scores": ("scores", "accuracies", "accuracy", "losses", "loss", "values"),
-    "choice": ("choice", "chosen", "selected", "decision", "keep"),
-    "accuracy_after": ("accuracy_after", "acc_after", "finetune_acc", "supernet_acc", "valid_acc", "accuracy"),
-    "kind": ("kind", "type", "phase"),
-    "criterion": ("criterion",),
-}
+# How each decision kind of the record (artifacts.DECISION_KINDS) is named in the figure.
+KIND_LABELS = {"op": "operation", "edge": "topology", "branch": "branch", "sample": "sample"}
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return _text(value.item())
-    return str(value)
-
-
-def _lookup(record: Mapping, field: str, used: set[str]) -> Any:
-    for key in ALIASES[field]:
-        if key in record and key not in used:
-            used.add(key)
-            return record[key]
-    return None
-
-
-def decision_steps(records: Sequence[Mapping], criterion: str = "acc") -> list[DecisionStep]:
-    """Normalise decision records from a selection method into :class:`DecisionStep`.
-
-    Each record is a mapping with (first matching key used):
-    ``edge`` (or ``name``; or ``cell``/``node``/``input``), ``candidates`` (or ``ops``),
-    ``scores`` (or ``accuracies``/``losses``/``values``), ``choice`` (a candidate's name or
-    index; or ``chosen``/``selected``), optionally ``accuracy_after`` (or ``acc_after``,
-    ``supernet_acc``, ``valid_acc``), ``kind`` ('operation'/'topology') and ``criterion``.
-    Padding (empty names, NaN scores) from fixed-width arrays is dropped."""
-    steps = []
-    for index, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise PlotError(f"decision step {index}: expected a mapping, got {type(record).__name__}")
-        used: set[str] = set()
-        edge = _lookup(record, "edge", used)
-        if edge is None and "node" in record:
-            cell = f"{_text(record['cell'])} " if "cell" in record else ""
-            edge = f"{cell}{_text(record.get('input', '?'))}→{_text(record['node'])}"
-        candidates = _lookup(record, "candidates", used)
-        scores = _lookup(record, "scores", used)
-        choice = _lookup(record, "choice", used)
-        if candidates is None or scores is None or choice is None:
-            raise PlotError(f"decision step {index}: needs candidates, scores and choice (has {sorted(record)})")
-        names = [_text(c) for c in np.atleast_1d(np.asarray(candidates, dtype=object))]
-        values = [float(v) for v in np.atleast_1d(np.asarray(scores, dtype=float))]
-        pairs = [(n, v) for n, v in zip(names, values) if n != "" and not math.isnan(v)]
-        if len(names) != len(values) or not pairs:
-            raise PlotError(f"decision step {index}: {len(names)} candidates but {len(values)} scores")
-        if isinstance(choice, (int, np.integer)) and not isinstance(choice, bool):
-            if not 0 <= int(choice) < len(names):
-                raise PlotError(f"decision step {index}: choice index {int(choice)} out of range")
-            choice = names[int(choice)]
-        choice = _text(choice)
-        if choice not in names:
-            raise PlotError(f"decision step {index}: choice {choice!r} is not one of the candidates {names}")
-        after = _lookup(record, "accuracy_after", used)
-        after = None if after is None or (isinstance(after, float) and math.isnan(after)) else float(after)
-        steps.append(DecisionStep(
-            edge=_text(edge) if edge is not None else f"step {index}",
-            candidates=[n for n, _ in pairs],
-            scores=[v for _, v in pairs],
-            choice=choice,
-            accuracy_after=after,
-            kind=_text(_lookup(record, "kind", used) or "operation"),
-            criterion=_text(record.get("criterion", criterion)),
-        ))
-    return steps
-
-
-def read_decisions(path: str | Path) -> list[DecisionStep]:
-    """Decision steps from a record file; tolerated layouts (HDF5 or JSON):
-
-    - JSON: a list of step records, or ``{"steps": [...]}`` (optionally ``"criterion"``).
-    - HDF5, one group per step: a group ``steps`` (or ``decisions``, or the root) whose
-      subgroups are named by step number, each holding the step's fields as datasets or
-      attributes.
-    - HDF5, columns: in ``steps``/``decisions``/root, datasets ``candidates`` (steps, K),
-      ``scores`` (steps, K) and ``choice`` (steps,), plus ``edge``, ``accuracy_after``,
-      ``kind`` (steps,); pad rows with '' and NaN.
-    - HDF5, JSON text: an attribute ``steps`` holding the JSON list.
-    The root attribute ``criterion`` ('acc' or 'loss') applies to every step.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise PlotError(f"{path}: decision record not found")
-    try:
-        if path.suffix == ".json":
-            data = json.loads(path.read_text())
-            records = data.get("steps") if isinstance(data, dict) else data
-            criterion = data.get("criterion", "acc") if isinstance(data, dict) else "acc"
-            if not isinstance(records, list):
-                raise PlotError(f"{path}: expected a list of steps or {{'steps': [...]}}")
-            return decision_steps(records, criterion)
-        return _read_decisions_h5(path)
-    except PlotError as exc:
-        message = str(exc)
-        raise PlotError(message if message.startswith(str(path)) else f"{path}: {message}") from None
-    except (OSError, json.JSONDecodeError, ValueError, TypeError) as exc:
-        raise PlotError(f"{path}: not a readable decision record ({exc})") from None
-
-
-def steps_from_record(record: artifacts.Decisions) -> list[DecisionStep]:
-    """The selection stage's decision record (artifacts.Decisions) as plot steps: one per
-    decision row, its candidates those rows of ``candidates`` that point at it. Topology
-    candidates are edges, labelled ``input:op`` (PT's ``remove`` choice is the edge it
-    drops); train-free candidates are whole sampled architectures, labelled ``#k``."""
+def decision_steps(record: artifacts.Decisions) -> list[DecisionStep]:
+    """One step per decision row, its candidates the candidate rows that point at it
+    (those with a finite score, and the chosen one). Candidates from several inputs
+    (topology, UNAS branches) are labelled ``input:op`` (PT's ``remove`` choice is the edge
+    it drops); train-free candidates are whole sampled architectures, labelled ``#k``."""
     rows, cand = record.decisions, record.candidates
     steps = []
-    for i in range(len(rows["step"])):
-        kind = str(rows["kind"][i])
-        mine = [k for k in np.flatnonzero(cand["decision"] == i) if math.isfinite(cand["score"][k])]
+    for i in range(record.num_decisions):
+        kind, choice = str(rows["kind"][i]), (str(rows["choice"][i]), int(rows["input"][i]))
+        mine = [
+            k
+            for k in np.flatnonzero(cand["decision"] == i)
+            if math.isfinite(cand["score"][k]) or (str(cand["name"][k]), int(cand["input"][k])) == choice
+        ]
         if kind == "sample":
             names = [str(cand["name"][k]) for k in mine]
-            labels, choice = [f"#{n + 1}" for n in range(len(mine))], f"#{names.index(rows['choice'][i]) + 1}"
+            labels, chosen = [f"#{n + 1}" for n in range(len(mine))], f"#{names.index(choice[0]) + 1}"
             edge = f"{len(mine)} samples"
-        else:  # candidates from several inputs (topology, UNAS branches) are named input:op
+        else:
             sourced = len({int(cand["input"][k]) for k in mine}) > 1
-            label = (lambda k: f"{int(cand['input'][k])}:{cand['name'][k]}") if sourced else (lambda k: str(cand["name"][k]))
-            labels = [label(k) for k in mine]
-            choice = f"{int(rows['input'][i])}:{rows['choice'][i]}" if sourced else str(rows["choice"][i])
+            labels = [f"{int(cand['input'][k])}:{cand['name'][k]}" if sourced else str(cand["name"][k]) for k in mine]
+            chosen = f"{choice[1]}:{choice[0]}" if sourced else choice[0]
             edge = f"{rows['cell_type'][i]} {int(rows['input'][i])}→{int(rows['node'][i])}"
         after = float(rows["valid_acc_after"][i])
         steps.append(DecisionStep(
             edge=edge,
             candidates=labels,
             scores=[float(cand["score"][k]) for k in mine],
-            choice=choice,
+            choice=chosen,
             accuracy_after=None if math.isnan(after) else after,
-            kind={"edge": "topology", "op": "operation"}.get(kind, kind),
+            kind=KIND_LABELS[kind],
             criterion=str(rows["criterion"][i]),
         ))
     return steps
 
 
-def _read_decisions_h5(path: Path) -> list[DecisionStep]:
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        contract = handle.attrs.get("format") == artifacts.DECISIONS_FORMAT
-    if contract:  # the selection stage's own record: validated by its reader
-        try:
-            return steps_from_record(artifacts.read_decisions(path))
-        except artifacts.ArtifactError as exc:
-            raise PlotError(str(exc)) from None
-
-    def value(item):
-        data = item[()]
-        return data.decode() if isinstance(data, bytes) else data
-
-    with h5py.File(path, "r") as handle:
-        criterion = _text(handle.attrs.get("criterion", "acc"))
-        for holder in (handle.get("steps"), handle.get("decisions"), handle):
-            if holder is None:
-                continue
-            if "steps" in holder.attrs:
-                return decision_steps(json.loads(_text(holder.attrs["steps"])), criterion)
-            numbered = sorted((k for k in holder if k.isdigit() and isinstance(holder[k], h5py.Group)), key=int)
-            if numbered:
-                records = []
-                for key in numbered:
-                    group = holder[key]
-                    record = {k: _attr(v) for k, v in group.attrs.items()}
-                    record.update({k: value(group[k]) for k in group if isinstance(group[k], h5py.Dataset)})
-                    records.append(record)
-                return decision_steps(records, criterion)
-            columns = {k: holder[k][()] for k in holder if isinstance(holder[k], h5py.Dataset)}
-            if "candidates" in columns or "ops" in columns:
-                count = len(next(iter(columns.values())))
-                records = [{k: v[i] for k, v in columns.items() if len(v) == count} for i in range(count)]
-                return decision_steps(records, criterion)
-    raise PlotError(f"{path}: no decision steps found (see pipeline.views.plots.read_decisions for the layouts)")
-
-
-def _attr(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
+def read_decision_steps(path: str | Path) -> list[DecisionStep]:
+    """The steps of a decision record file, read and validated by :func:`artifacts.read_decisions`."""
+    return decision_steps(artifacts.read_decisions(path))
 
 
 def plot_decisions(steps: Sequence[DecisionStep], title: str = "selection decisions"):
@@ -626,21 +477,29 @@ def read_ground_truth(metrics_paths: Sequence[str | Path], genotype_paths: Seque
         metrics = artifacts.read_metrics(path)
         if metrics.kind != "search" or "benchmark_test_acc" not in metrics.epochs:
             raise PlotError(f"{path}: not a search with a per-epoch benchmark record (an nb201 search on a benchmark dataset)")
-        params = metrics.provenance.get("params", {})
-        datasets.add(params.get("dataset"))
-        seed = int(metrics.provenance.get("seed", params.get("seed", 0)))
+        dataset, seed = _origin(path, metrics.provenance)
+        datasets.add(dataset)
         runs.append(GroundTruthRun(metrics.summary["search_method"], seed, np.asarray(metrics.epochs["benchmark_test_acc"], dtype=float)))
     for path in genotype_paths:
         record = artifacts.read_genotype(path)["provenance"]
         if "benchmark_test_acc" not in record:
             raise PlotError(f"{path}: the genotype carries no benchmark accuracy (not an nb201 cell on a benchmark dataset)")
-        datasets.add(record.get("params", {}).get("dataset"))
-        picks.append(GroundTruthPick(record["search_method"], record["selection_method"], int(record["seed"]), float(record["benchmark_test_acc"])))
+        dataset, seed = _origin(path, record)
+        datasets.add(dataset)
+        picks.append(GroundTruthPick(record["search_method"], record["selection_method"], seed, float(record["benchmark_test_acc"])))
     if not runs and not picks:
         raise PlotError("ground truth: no search metrics or genotypes given")
     if len(datasets) > 1:
         raise PlotError(f"ground truth: the files come from different datasets {sorted(map(str, datasets))}")
-    return runs, picks, datasets.pop() or "?"
+    return runs, picks, datasets.pop()
+
+
+def _origin(path, provenance: dict) -> tuple[str, int]:
+    """The dataset and seed of the run a file's provenance (artifacts.provenance) records."""
+    try:
+        return str(provenance["params"]["dataset"]), int(provenance["seed"])
+    except (KeyError, TypeError, ValueError):
+        raise PlotError(f"{path}: its provenance does not name the run's dataset and seed") from None
 
 
 def plot_ground_truth(runs: Sequence[GroundTruthRun], picks: Sequence[GroundTruthPick], dataset: str = "", best: float | None = None):
