@@ -571,12 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every output path of the command can be written (ArtifactError naming the option)."""
+    outputs = [(attribute, getattr(args, attribute, None), directory) for attribute, directory in OUTPUT_OPTIONS]
+    outputs = [(attribute, path, directory) for attribute, path, directory in outputs if path is not None]
+    if not outputs:  # e.g. check-config: no need to load the artifact formats (torch)
+        return
     from pipeline.artifacts import ArtifactError, check_writable
 
-    for attribute, directory in OUTPUT_OPTIONS:
-        path = getattr(args, attribute, None)
-        if path is None:
-            continue
+    for attribute, path, directory in outputs:
         try:
             check_writable(path, directory=directory)
         except ArtifactError as exc:

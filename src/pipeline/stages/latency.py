@@ -28,12 +28,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import pandas as pd
-import torch
 import yaml
 
 from pipeline.errors import UserError
-from pipeline import artifacts, runtime
+from pipeline import runtime
+from pipeline.lazy import pd, torch
 from pipeline.registry import Registry
 
 BENCHMARKS = "benchmarks"
@@ -340,6 +339,7 @@ def measure_genotype(space, cells: dict, options: dict, retrain: dict, rt: dict,
 
 def run_latency(params: dict[str, Any], genotype_path: str | Path, out: str | Path, data_path: str | Path | None = None) -> dict:
     """The latency of one selected architecture, written as a latency artifact."""
+    from pipeline import artifacts
     from pipeline.spaces import get_space
 
     genotype = artifacts.read_genotype(genotype_path)
@@ -400,6 +400,8 @@ def filter_results(records: Sequence[dict], target_ms: float) -> list[dict]:
 
 def run_latency_filter(params: dict[str, Any], latency_paths: Sequence[str | Path], out: str | Path) -> dict:
     """Keep the architectures within ``target_ms``; write the kept and dropped lists."""
+    from pipeline import artifacts
+
     if not latency_paths:
         raise artifacts.ArtifactError("latency-filter: no latency files given")
     records = []
