@@ -66,7 +66,8 @@ def concentration(alpha: torch.Tensor) -> torch.Tensor:
 def dirichlet_kl(alpha: torch.Tensor) -> torch.Tensor:
     """sum over rows of KL(Dir(elu(alpha) + 1) || Dir(1))."""
     c = concentration(alpha)
-    return torch.distributions.kl_divergence(torch.distributions.Dirichlet(c), torch.distributions.Dirichlet(torch.ones_like(c))).sum()
+    dist = torch.distributions
+    return dist.kl_divergence(dist.Dirichlet(c), dist.Dirichlet(torch.ones_like(c))).sum()
 
 
 @METHODS.register("drnas")

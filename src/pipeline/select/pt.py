@@ -86,6 +86,15 @@ if TYPE_CHECKING:
 
 # The supernet, its data and the training loop are imported where a selection runs, so that
 # the method's declaration (options, flags) is read without torch.
+
+
+def train_epoch(*args: Any, **kwargs: Any):
+    """The search's training epoch, run between PT's decision steps (imported when called)."""
+    from pipeline.search.run import train_epoch as search_epoch
+
+    return search_epoch(*args, **kwargs)
+
+
 FINETUNE_EPOCH_BASE = 100_000  # fine-tuning data streams differ from the search's epochs
 
 PT_OPTIONS: dict[str, dict[str, Any]] = {
@@ -371,7 +380,6 @@ class _PerturbationMethod(SelectionMethod):
 
     def select(self, ctx: SelectionContext) -> dict:
         from pipeline import artifacts
-        from pipeline.search.run import train_epoch
         from pipeline.training.shared import check_stop, read_resume_checkpoint
 
         setup = restore_supernet(ctx, self.options["eval_batch_size"], self.options["eval_images"])
