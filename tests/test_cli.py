@@ -261,3 +261,24 @@ def test_version_and_every_command_has_a_description_and_a_working_example():
         assert example.startswith(f"pipeline {name} "), name
         args = parser.parse_args(example.split()[1:])  # the example parses as written
         assert args.command == name
+
+
+def test_jobs_graph_folds_the_job_graph_into_one_line_per_kind(capsys):
+    """`pipeline jobs --graph`: every kind once, with its job count and the kinds it reads from."""
+    from pipeline.cli import main
+    from pipeline.config import load_config
+    from pipeline.planning.jobs import jobs
+
+    configs = [str(REPO / "config/config.yaml"), str(REPO / "config/demo.yaml")]
+    assert main(["jobs", "--graph", *sum((["--config", c] for c in configs), [])]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    all_jobs = jobs(load_config(configs))
+    producers = {out: job.kind for job in all_jobs for out in job.outs}
+    assert set(lines) == {job.kind for job in all_jobs}
+    config = load_config(configs)
+    searches = len(config["search"]["run"]) * len(config["seeds"])
+    assert lines["search"].split("<-")[0].split()[1:] == [str(searches), "jobs"]
+    for job in all_jobs:
+        reads = [part.strip() for part in lines[job.kind].split("<-")[1].split(",")]
+        assert {producers.get(dep, dep) for dep in job.deps} <= set(reads), job.dvc_name
+    assert max(len(line) for line in lines.values()) < 100  # readable, unlike `dvc dag`'s wide boxes

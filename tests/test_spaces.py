@@ -321,3 +321,35 @@ def test_search_select_retrain_tables_chain_in_a_non_cell_space(name, tiny_data,
         assert row["benchmark_test_acc"] == f"{nb201.lookup(summary['genotype_text']).cifar10_test_200ep:.2f} ± 0.00"
     else:
         assert row["benchmark_test_acc"] == ""
+
+
+@pytest.mark.parametrize("name", SPACES.names())
+def test_capability_flags_match_what_the_space_builds(name):
+    """The declared flags that methods and config checks read agree with the space's structure."""
+    from pipeline.nets.supernet import SuperNet
+    from pipeline.spaces.base import Space
+
+    space = get_space(name)
+    assert isinstance(space, Space)
+    edges, ops = space.arch_shape()
+    assert edges == len(space.edges()) and all(len(row) <= ops for kind in space.cell_types for row in space.candidates(kind))
+    assert set(op for kind in space.cell_types for row in space.candidates(kind) for op in row) <= set(space.primitives)
+    if space.darts_cells:  # DARTS-family normal/reduce cells: built as the DARTS supernet
+        assert space.cell_graph and space.cell_types == ("normal", "reduce") and space.inputs_per_node == 2
+        assert isinstance(space.build_supernet(4, 2, 10), SuperNet)
+    if space.cell_graph:  # a DAG whose every edge chooses among the same number of ops
+        assert all(source < node for node, source in space.edges())
+        assert all(len(row) == ops for kind in space.cell_types for row in space.candidates(kind))
+    assert space.uniform_edges == (name != "s1" and not name.startswith("proxyless"))
+    assert (space.benchmark == "nb201") == (name == "nb201")
+
+
+def test_space_declarations_agree_with_the_networks_they_build():
+    """Constants the torch-free declarations spell out themselves match the network modules."""
+    from pipeline.nets import nb201 as nb201_net, proxyless as proxyless_net
+
+    assert get_space("nb201").edges() == [(n, s) for n in range(1, nb201_net.NB201_NODES) for s in range(n)]
+    space = get_space("proxyless")
+    assert space.primitives[-1] == proxyless_net.SKIP
+    assert all(proxyless_net.mbconv_name(*proxyless_net.parse_mbconv(op)) == op for op in space.primitives[:-1])
+    assert [shape.residual for shape in space.layer_shapes(40, "imagenet")] == space.skippable

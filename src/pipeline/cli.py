@@ -210,9 +210,18 @@ def cmd_params(args):
 
 
 def cmd_jobs(args):
-    from pipeline.planning.jobs import jobs
+    from pipeline.planning.jobs import jobs, kind_graph
 
     config = load_config(args.config)
+    if args.graph:
+        kinds = kind_graph(jobs(config))
+        width = max(len(entry.kind) for entry in kinds)
+        print("every job also reads its parameters file and its stage's code file (DVC stage 'params')")
+        for entry in kinds:
+            inputs = entry.reads + entry.sources
+            print(f"{entry.kind:<{width}}  {len(entry.names):>3} job{'s' if len(entry.names) != 1 else ' '}"
+                  + (f"  <- {', '.join(inputs)}" if inputs else ""))
+        return
     producers = {out: job for job in jobs(config) for out in job.outs}
     for job in jobs(config):
         upstream = sorted({producers[dep].dvc_name for dep in job.deps if dep in producers})
@@ -380,7 +389,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "jobs": (
         "print the job graph: one job per line with the jobs it reads from",
-        "List every job the config files define (as DVC names them), each with the jobs whose outputs it reads.",
+        "List every job the config files define (as DVC names them), each with the jobs whose outputs it reads; "
+        "--graph folds them by kind: one line per kind with its job count and what it reads.",
         f"pipeline jobs {DEMO}",
     ),
     "dvc-yaml": (
@@ -523,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "jobs", cmd_jobs)
     p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
+    p.add_argument("--graph", action="store_true", help="one line per job kind with the kinds (or source files) it reads")
 
 
     p = _command(sub, "dvc-yaml", cmd_dvc_yaml)
@@ -571,12 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every output path of the command can be written (ArtifactError naming the option)."""
+    outputs = [(attribute, getattr(args, attribute, None), directory) for attribute, directory in OUTPUT_OPTIONS]
+    outputs = [(attribute, path, directory) for attribute, path, directory in outputs if path is not None]
+    if not outputs:  # e.g. check-config: no need to load the artifact formats (torch)
+        return
     from pipeline.artifacts import ArtifactError, check_writable
 
-    for attribute, directory in OUTPUT_OPTIONS:
-        path = getattr(args, attribute, None)
-        if path is None:
-            continue
+    for attribute, path, directory in outputs:
         try:
             check_writable(path, directory=directory)
         except ArtifactError as exc:

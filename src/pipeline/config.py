@@ -280,7 +280,7 @@ def _check_partial_channels(settings: dict, key_of) -> None:
     if k == 1:
         return
     (spaces,) = registries("spaces")
-    if not isinstance(spaces.get_space(settings["space"]), spaces.cell.CellSpace):
+    if not spaces.get_space(settings["space"]).darts_cells:
         raise ConfigError(f"config key '{key_of('partial_channels')}': partial channels need a DARTS-family cell space; got {settings['space']!r}")
     if settings["init_channels"] % k:
         raise ConfigError(f"config key '{key_of('partial_channels')}': {k} does not divide init_channels {settings['init_channels']}")
@@ -330,8 +330,10 @@ def selections_for(config: dict, search_method: str) -> list[str]:
 def judged_by_benchmark(config: dict, search_method: str) -> bool:
     """Whether the search's cells are judged by their benchmark's accuracy instead of being
     retrained: nb201 searches when ``benchmarks.nb201.retrain`` is false."""
+    (spaces,) = registries("spaces")
+
     retrain = config.get("benchmarks", {}).get("nb201", {}).get("retrain", True)
-    return not retrain and search_settings(config, search_method)["space"] == "nb201"
+    return not retrain and spaces.get_space(search_settings(config, search_method)["space"]).benchmark == "nb201"
 
 
 def search_settings(config: dict, method: str) -> dict:

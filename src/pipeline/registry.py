@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 from pipeline.errors import UserError
 
@@ -58,7 +59,13 @@ def registries(*names: str) -> tuple[Any, ...]:
 
 
 def import_submodules(package_name: str, package_path: Any) -> None:
-    """Import every module of a package so that their ``register`` calls run."""
+    """Import every module of a package that registers something, so that its ``register``
+    calls run. Modules that register nothing (a stage's entry, shared helpers) are left to
+    whoever uses them: a name lookup then loads only declarations (no torch)."""
     for info in pkgutil.iter_modules(package_path):
-        if not info.name.startswith("_"):
+        if info.name.startswith("_"):
+            continue
+        spec = info.module_finder.find_spec(f"{package_name}.{info.name}", None)
+        source = Path(spec.origin).read_text() if spec is not None and spec.origin else ""
+        if ".register(" in source:
             importlib.import_module(f"{package_name}.{info.name}")

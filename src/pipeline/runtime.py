@@ -8,9 +8,8 @@ import random
 import sys
 from typing import Iterable, TypeVar
 
-import numpy as np
-import torch
 from tqdm import tqdm
+from pipeline.lazy import np, torch
 from pipeline.errors import UserError
 
 T = TypeVar("T")

@@ -12,11 +12,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import pandas as pd
-import torch
 import yaml
 
 from pipeline.errors import UserError
+from pipeline.lazy import pd, torch
 from pipeline.registry import Registry
 
 BENCHMARKS = "benchmarks"

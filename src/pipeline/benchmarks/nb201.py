@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EXPECTED_FORM = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2| with op one of " + ", ".join(NB201_OPS)
@@ -68,6 +70,8 @@ class NB201Result:
 
 @lru_cache(maxsize=4)
 def _table(path_200ep: str | None, path_12ep: str | None) -> pd.DataFrame:
+    import pandas as pd  # only where a table is read: the space's declaration needs none
+
     files = resources.files("pipeline") / "benchmarks"
     full = pd.read_csv(Path(path_200ep) if path_200ep else files / "nb201_test_acc_200ep.csv.gz")
     short = pd.read_csv(Path(path_12ep) if path_12ep else files / "nb201_valid_test_acc_12ep.csv.gz", index_col=0)

@@ -4,7 +4,8 @@ A stage's code is the transitive closure, inside ``src/pipeline``, of the import
 entry modules (module-level and inside functions: a lazy import still runs), plus:
 
 - every module of a registry package (a package whose ``__init__`` calls
-  ``import_submodules`` imports all of its modules, so they all count);
+  ``import_submodules``, which imports the modules that register; the others, helpers
+  and a stage's entry, count too: a superset, cheaper to derive than the exact set);
 - the data files a module reads: a file under ``src/pipeline`` that is not Python counts
   when a string literal in the module ends with its name (``"pixel1_mobile_lut.yaml"``,
   ``"schemas/config.schema.json"``).

@@ -146,6 +146,35 @@ def jobs(config: dict) -> list[Job]:
     return out
 
 
+@dataclass
+class JobKind:
+    """A stage kind of the job graph: its jobs and where their inputs come from."""
+
+    kind: str
+    names: list[str]  # its jobs' DVC names
+    reads: list[str]  # kinds whose outputs its jobs read, in the graph's order
+    sources: list[str]  # files no job writes (source data)
+
+
+def kind_graph(all_jobs: list[Job]) -> list[JobKind]:
+    """The job graph folded by kind, in the order the kinds first appear (upstream first):
+    what ``dvc dag`` draws with one box per job, one line per kind."""
+    producers = {out: job.kind for job in all_jobs for out in job.outs}
+    kinds: dict[str, JobKind] = {}
+    for job in all_jobs:
+        entry = kinds.setdefault(job.kind, JobKind(job.kind, [], [], []))
+        entry.names.append(job.dvc_name)
+        for dep in job.deps:
+            target = entry.reads if dep in producers else entry.sources
+            name = producers.get(dep, dep)
+            if name not in target:
+                target.append(name)
+    order = list(kinds)
+    for entry in kinds.values():
+        entry.reads.sort(key=order.index)
+    return list(kinds.values())
+
+
 def _transfer_jobs(config: dict) -> list[Job]:
     target = config["transfer"]["dataset"]
     out, metrics = [], []

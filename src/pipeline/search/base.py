@@ -5,10 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from pipeline.lazy import F, nn, torch
 from pipeline import runtime
 
 
@@ -121,10 +118,8 @@ def require_cell_space(method: str, settings: dict, key_of) -> None:
     DARTS family or nb201): the ``check_settings`` of methods that sample or perturb per edge."""
     from pipeline.errors import ConfigError
     from pipeline.spaces import get_space
-    from pipeline.spaces.cell import CellSpace
-    from pipeline.spaces.nb201 import NB201Space
 
-    if not isinstance(get_space(settings["space"]), (CellSpace, NB201Space)):
+    if not get_space(settings["space"]).cell_graph:
         raise ConfigError(
             f"config key '{key_of('space')}': search method {method} needs a cell space (DARTS family or nb201); got {settings['space']!r}"
         )

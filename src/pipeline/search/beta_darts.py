@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from pipeline.lazy import torch
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 

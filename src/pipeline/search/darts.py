@@ -13,11 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
 
+from pipeline.lazy import F, nn, torch
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 
@@ -141,7 +138,7 @@ class Darts(SearchMethod):
     def _functional_loss(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], batch, alpha) -> torch.Tensor:
         """Loss at other weights and BN buffers, in fp32."""
         x, y = batch
-        logits = functional_call(self.model, {**params, **buffers}, (x, self.weights(alpha)))
+        logits = torch.func.functional_call(self.model, {**params, **buffers}, (x, self.weights(alpha)))
         return F.cross_entropy(logits.float(), y)
 
     def _hessian_vector_product(self, names, params, vector, buffers, batch_w, alpha) -> list[torch.Tensor]:

@@ -50,17 +50,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.distributions import Dirichlet, kl_divergence
 
+from pipeline.lazy import F, np, torch
 from pipeline.errors import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.base import require_cell_space
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space
-from pipeline.spaces.cell import CellSpace
 
 
 def concentration(alpha: torch.Tensor) -> torch.Tensor:
@@ -70,7 +66,8 @@ def concentration(alpha: torch.Tensor) -> torch.Tensor:
 def dirichlet_kl(alpha: torch.Tensor) -> torch.Tensor:
     """sum over rows of KL(Dir(elu(alpha) + 1) || Dir(1))."""
     c = concentration(alpha)
-    return kl_divergence(Dirichlet(c), Dirichlet(torch.ones_like(c))).sum()
+    dist = torch.distributions
+    return dist.kl_divergence(dist.Dirichlet(c), dist.Dirichlet(torch.ones_like(c))).sum()
 
 
 @METHODS.register("drnas")
@@ -110,7 +107,7 @@ class DrNAS(Darts):
             return
         where = f"config key '{key}.progressive'"
         space = get_space(settings["space"])
-        if not isinstance(space, CellSpace):
+        if not space.darts_cells:
             raise ConfigError(f"{where}: a progressive search needs a DARTS-family cell space (partial channels); got {settings['space']!r}")
         total = sum(stage["epochs"] for stage in stages)
         if total != settings["epochs"]:
@@ -208,10 +205,10 @@ class DrNAS(Darts):
         for kind, a in alpha.items():
             mask = self.mask[kind]
             if bool(mask.all()):
-                out[kind] = Dirichlet(concentration(a)).rsample()
+                out[kind] = torch.distributions.Dirichlet(concentration(a)).rsample()
             else:
                 kept = concentration(a)[mask].view(len(a), -1)
-                out[kind] = torch.zeros_like(a).masked_scatter(mask, Dirichlet(kept).rsample())
+                out[kind] = torch.zeros_like(a).masked_scatter(mask, torch.distributions.Dirichlet(kept).rsample())
         return out
 
     def eval_weights(self) -> dict[str, torch.Tensor]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
+from pipeline.lazy import F, torch
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 

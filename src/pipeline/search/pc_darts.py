@@ -32,16 +32,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from pipeline.lazy import F, nn, torch
 from pipeline.errors import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space
-from pipeline.spaces.cell import CellSpace
-from pipeline.spaces.nb201 import NB201Space
 
 
 def edge_normalisation(beta: torch.Tensor, nodes: list[int]) -> torch.Tensor:
@@ -69,7 +64,7 @@ class PcDarts(Darts):
     @classmethod
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
         space = get_space(settings["space"])
-        if not isinstance(space, (CellSpace, NB201Space)):
+        if not space.cell_graph:
             raise ConfigError(
                 f"config key '{key_of('space')}': search method pc_darts needs a cell space (DARTS family or nb201); got {settings['space']!r}"
             )

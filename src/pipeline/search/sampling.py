@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from pipeline.lazy import F, torch
 
 
 def uniform(shape, like: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
+from pipeline.lazy import F, torch
 from pipeline import runtime
 from pipeline.search import METHODS
 from pipeline.search.base import require_cell_space

@@ -30,16 +30,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
+from pipeline.lazy import F, torch
 from pipeline import runtime
 from pipeline.errors import ConfigError
-from pipeline.nets.ops import ZERO_OPS
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space
-from pipeline.nets.supernet import without_each_op
 
 UNDECIDED, PRUNED = -1, -2
 
@@ -98,13 +94,15 @@ class SGAS(Darts):
 
     @classmethod
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
-        if not getattr(get_space(settings["space"]), "inputs_per_node", None):
+        if not get_space(settings["space"]).inputs_per_node:
             raise ConfigError(
                 f"config key '{key_of('space')}': search method sgas needs a cell space whose nodes keep a fixed "
                 f"number of inputs (DARTS family); got {settings['space']!r}"
             )
 
     def __init__(self, space, model, options, settings, device, amp):
+        from pipeline.nets.ops import ZERO_OPS
+
         super().__init__(space, model, options, settings, device, amp)
         self.edge_list = space.edges()
         self.none_mask = {
@@ -161,6 +159,8 @@ class SGAS(Darts):
         if self.validate is None:
             raise RuntimeError("sgas op_selection pt needs the search loop's validation (method.validate)")
         ops = [k for k in range(len(none)) if not none[k]]
+        from pipeline.nets.supernet import without_each_op
+
         removed = without_each_op(self.eval_weights(), kind, edge, ops)
         accuracy = {op: self.validate(weights)[1] for op, weights in zip(ops, removed)}
         runtime.log(f"sgas+pt: {kind} edge {edge}: valid acc without each op {accuracy}")

@@ -25,10 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from pipeline.lazy import F, nn, no_grad, torch
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod, gaussian_alpha_with_adam, require_cell_space
 from pipeline.search.darts import Darts
@@ -68,7 +65,7 @@ def search_cells(model: nn.Module, cell_types) -> list[tuple[str, nn.Module]]:
     return [("reduce" if cell.reduction else "normal", cell) for cell in cells]
 
 
-@torch.no_grad()
+@no_grad
 def op_costs(model: nn.Module, image_shape: tuple[int, int, int], cell_types=("normal", "reduce")) -> dict[str, torch.Tensor]:
     """Per cell type, (cells of that type, edges, ops, 3): params, FLOPs and MAC of every
     candidate op of every cell, from one forward of a single image with all ops on.

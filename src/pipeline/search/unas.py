@@ -29,18 +29,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from pipeline.lazy import F, nn, np, torch
 from pipeline import runtime
 from pipeline.errors import ConfigError
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 from pipeline.search.sampling import rebar_categorical, rebar_surrogate, reinforce_surrogate
 from pipeline.spaces import get_space
-from pipeline.spaces.cell import CellSpace
 
 BETAS = {
     "type": "array",
@@ -105,7 +100,7 @@ class Unas(SearchMethod):
     @classmethod
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
         space = get_space(settings["space"])
-        if not isinstance(space, CellSpace) or space.edge_candidates is not None:
+        if not space.darts_cells or not space.uniform_edges:
             raise ConfigError(
                 f"config key '{key_of('space')}': search method unas needs a DARTS-family cell space with the same ops on"
                 f" every edge (e.g. unas, darts); got {settings['space']!r}"

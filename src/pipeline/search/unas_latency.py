@@ -39,10 +39,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from pipeline.lazy import F, nn, torch
 from pipeline import runtime
 from pipeline.errors import ConfigError
 from pipeline.benchmarks.latency import LAYER_MODELS, layer_model

@@ -7,13 +7,13 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pipeline.errors import UserError
-from pipeline import artifacts
+from pipeline.lazy import torch
 
+if TYPE_CHECKING:
+    from pipeline import artifacts
 
 # Where a resumable method keeps its resume point, relative to ctx.work_dir.
 RESUME_FILE = Path("checkpoint") / "last.pt"
@@ -89,6 +89,8 @@ class DecisionLog:
         self.decisions, self.candidates, self.summary = loaded["decisions"], loaded["candidates"], loaded["summary"]
 
     def to_artifact(self, method: str, algorithm: str, provenance: dict[str, Any]) -> artifacts.Decisions:
+        from pipeline import artifacts
+
         def table(rows: list[dict], columns: dict[str, str]) -> dict[str, list]:
             return {name: [row[name] for row in rows] for name in columns}
 

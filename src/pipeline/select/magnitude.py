@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
+from pipeline.lazy import torch
 from pipeline.select import METHODS
 from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.spaces import SPACES

@@ -72,21 +72,28 @@ fine-tuning epoch's batches of (seed, epoch).
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
-import torch
-
-from pipeline import artifacts, runtime
-from pipeline.training.data import BatchLoader, load_prepared
+from pipeline import runtime
+from pipeline.lazy import np, torch
 from pipeline.select import METHODS
 from pipeline.search import METHODS as SEARCH_METHODS
-from pipeline.search.run import build_supernet, search_loaders, train_epoch
 from pipeline.select.base import RESUME_FILE, DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import ALL_OPS, parse_magnitude
-from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets
-from pipeline.nets.supernet import without_each_op
-from pipeline.training.shared import check_stop, read_resume_checkpoint
+
+if TYPE_CHECKING:
+    from pipeline.select.supernet_eval import ProjectedSupernet
+
+# The supernet, its data and the training loop are imported where a selection runs, so that
+# the method's declaration (options, flags) is read without torch.
+
+
+def train_epoch(*args: Any, **kwargs: Any):
+    """The search's training epoch, run between PT's decision steps (imported when called)."""
+    from pipeline.search.run import train_epoch as search_epoch
+
+    return search_epoch(*args, **kwargs)
+
 
 FINETUNE_EPOCH_BASE = 100_000  # fine-tuning data streams differ from the search's epochs
 
@@ -240,6 +247,8 @@ class PerturbationSelection:
         return {k: w.detach().to(self.device) for k, w in self.net.project(self.current_weights()).items()}
 
     def evaluate(self, weight_sets: list[dict[str, torch.Tensor]]) -> list[tuple[float, float]]:
+        from pipeline.select.supernet_eval import evaluate_weight_sets
+
         o = self.options
         return evaluate_weight_sets(
             self.net.supernet, self.loader, weight_sets, self.device, self.amp, o["eval_bn"], o["bn_batch_size"]
@@ -264,6 +273,8 @@ class PerturbationSelection:
     def decide_edge(self, step: int, kind: str, edge: int) -> str:
         """Give ``edge`` its op by the op rule, record why, make it one-hot; returns the op.
         (Usable on its own, e.g. by a search method that decides edges in its own order.)"""
+        from pipeline.nets.supernet import without_each_op
+
         node, source = self.edges[edge]
         names = self.space.candidates(kind)[edge]
         allowed = [k for k, name in enumerate(names) if name not in self.excluded]
@@ -368,6 +379,9 @@ class _PerturbationMethod(SelectionMethod):
     runs_network = True  # fine-tunes and evaluates the supernet: a GPU job on a cluster
 
     def select(self, ctx: SelectionContext) -> dict:
+        from pipeline import artifacts
+        from pipeline.training.shared import check_stop, read_resume_checkpoint
+
         setup = restore_supernet(ctx, self.options["eval_batch_size"], self.options["eval_images"])
         o, settings = self.options, setup.settings
         net, method = setup.net, setup.method
@@ -489,6 +503,11 @@ def restore_supernet(ctx: SelectionContext, eval_batch_size: int | None = None, 
     """Rebuild the trained supernet and its search method from the checkpoint (projected, so
     decisions can be applied), with the search's loaders on the same split; ``eval_images``
     keeps a class-stratified subset of the validation half for evaluation."""
+    from pipeline import artifacts
+    from pipeline.search.run import build_supernet, search_loaders
+    from pipeline.select.supernet_eval import ProjectedSupernet
+    from pipeline.training.data import BatchLoader, load_prepared
+
     where = ctx.supernet_path or "supernet checkpoint"
     params = ctx.search_params
     settings = params["settings"]

@@ -6,16 +6,15 @@ spaces this is the space's argmax parse with nothing excluded."""
 
 from __future__ import annotations
 
-import torch
-
-from pipeline.nets.ops import ZERO_OPS
+from pipeline.lazy import torch
 from pipeline.select import METHODS
 from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import record_magnitude
-from pipeline.spaces.cell import CellSpace
 
 
 def parse_argmax(space, weights: dict[str, torch.Tensor]) -> dict:
+    from pipeline.nets.ops import ZERO_OPS
+
     edge_list = space.edges()
     cells = {}
     for kind in space.cell_types:
@@ -55,7 +54,7 @@ def record_argmax(record: DecisionLog, space, weights: dict[str, torch.Tensor], 
 @METHODS.register("snas")
 class SnasArgmax(SelectionMethod):
     def select(self, ctx: SelectionContext) -> dict:
-        if isinstance(ctx.space, CellSpace):
+        if ctx.space.darts_cells:
             cells = parse_argmax(ctx.space, ctx.arch_weights)
             record_argmax(ctx.record, ctx.space, ctx.arch_weights, cells)
             return cells

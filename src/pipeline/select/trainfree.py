@@ -35,11 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from pipeline.lazy import F, nn, no_grad, np, torch
 from pipeline.select import METHODS
 from pipeline.select.base import SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import ALL_OPS, parse_magnitude
@@ -115,7 +111,7 @@ def zico(net: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> fl
     return total
 
 
-@torch.no_grad()
+@no_grad
 def nwot(net: nn.Module, x: torch.Tensor) -> float:
     """NASWOT score of ``net`` on the batch ``x``: log |det K| of the ReLU-code kernel."""
     net.train()

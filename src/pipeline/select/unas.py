@@ -9,14 +9,14 @@ other pair, p(input) * p(op), since one pair cannot be an edge twice.
 
 from __future__ import annotations
 
-import torch
-
-from pipeline.nets.ops import ZERO_OPS
+from pipeline.lazy import torch
 from pipeline.select import METHODS
 from pipeline.select.base import DecisionLog, SelectionContext, SelectionError, SelectionMethod
 
 
 def parse_branches(space, logits: dict[str, torch.Tensor], record: DecisionLog | None = None) -> dict:
+    from pipeline.nets.ops import ZERO_OPS
+
     """The genotype; ``record`` gets one decision per branch: every (input, op) pair with its
     log-probability log p(input) + log p(op), and the pair chosen."""
     cells = {}

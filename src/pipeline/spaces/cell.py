@@ -14,14 +14,15 @@ from __future__ import annotations
 import ast
 import json
 from importlib import resources
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-
-from pipeline.nets.cifar import NetworkCIFAR
-from pipeline.nets.imagenet import NetworkImageNet
 from pipeline.spaces import SPACES
-from pipeline.nets.supernet import SuperNet
+from pipeline.spaces.base import Space
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.nets.supernet import SuperNet
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -37,9 +38,11 @@ DARTS_PRIMITIVES = (
 )
 
 
-class CellSpace:
+class CellSpace(Space):
     steps = 4
     cell_types = CELL_TYPES
+    cell_graph = True
+    darts_cells = True
 
     def __init__(
         self,
@@ -76,6 +79,8 @@ class CellSpace:
     # -- builders
     def build_supernet(self, channels: int, layers: int, num_classes: int, partial_channels: int = 1) -> SuperNet:
         """``partial_channels`` K > 1: PC-DARTS mixed ops (1/K of the channels through the ops)."""
+        from pipeline.nets.supernet import SuperNet
+
         candidates = {kind: self.candidates(kind) for kind in self.cell_types}
         return SuperNet(candidates, channels, num_classes, layers, steps=self.steps, partial_channels=partial_channels)
 
@@ -89,6 +94,9 @@ class CellSpace:
             }
             for kind in self.cell_types
         }
+        from pipeline.nets.cifar import NetworkCIFAR
+        from pipeline.nets.imagenet import NetworkImageNet
+
         networks = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
         if setting not in networks:
             raise ValueError(f"unknown network setting {setting!r}; known: {', '.join(networks)}")

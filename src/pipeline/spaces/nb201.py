@@ -8,13 +8,18 @@ blocks, 3N + 2 (17 for the benchmark's N = 5).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pipeline.benchmarks import nb201
-from pipeline.nets.nb201 import NB201_NODES, NB201Network, NB201SuperNet
 from pipeline.spaces import SPACES
+from pipeline.spaces.base import Space
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.nets.nb201 import NB201SuperNet
+
+NB201_NODES = 4  # the cell's nodes: node 0 is its input, node 3 its output
 
 
 def cells_per_stage(layers: int) -> int:
@@ -25,11 +30,13 @@ def cells_per_stage(layers: int) -> int:
     return (layers - 2) // 3
 
 
-class NB201Space:
+class NB201Space(Space):
     name = "nb201"
     cell_types = ("cell",)
     primitives = nb201.NB201_OPS
     inputs_per_node = None  # every edge stays; 'none' is how a cell drops one
+    cell_graph = True
+    benchmark = "nb201"
 
     def edges(self) -> list[tuple[int, int]]:
         return [(node, source) for node in range(1, NB201_NODES) for source in range(node)]
@@ -41,6 +48,8 @@ class NB201Space:
         return len(self.edges()), len(self.primitives)
 
     def build_supernet(self, channels: int, layers: int, num_classes: int) -> NB201SuperNet:
+        from pipeline.nets.nb201 import NB201SuperNet
+
         candidates = {"cell": self.candidates("cell")}
         return NB201SuperNet(candidates, channels, cells_per_stage(layers), num_classes)
 
@@ -48,6 +57,8 @@ class NB201Space:
         """NB201 networks have no auxiliary head; ``auxiliary`` is accepted and ignored."""
         if setting != "cifar":
             raise ValueError(f"the nb201 space has only the CIFAR-style network, not {setting!r}")
+        from pipeline.nets.nb201 import NB201Network
+
         self.validate_genotype(cells)
         edges = [(e["node"], e["input"], e["op"]) for e in cells["cell"]["edges"]]
         return NB201Network(edges, channels, cells_per_stage(layers), num_classes)

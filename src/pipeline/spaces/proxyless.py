@@ -16,15 +16,20 @@ stem and first stage, overall stride 8, 32x32 input).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-
-from pipeline.nets.proxyless import SKIP, LayerShape, ProxylessNetwork, ProxylessSuperNet, mbconv_name
 from pipeline.spaces import SPACES
+from pipeline.spaces.base import Space
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.nets.proxyless import LayerShape, ProxylessSuperNet
 
 SEARCHABLE_LAYERS = 21
-MBCONV_OPS = tuple(mbconv_name(e, k) for e in (3, 6) for k in (3, 5, 7))
+# The op names pipeline.nets.proxyless builds (mbconv_name, SKIP; a test checks they agree).
+MBCONV_OPS = tuple(f"mbconv{e}_k{k}" for e in (3, 6) for k in (3, 5, 7))
+SKIP = "skip_connect"
 SETTINGS = ("cifar", "imagenet")
 
 # (out channels, layers, stride of the first layer) per stage, after the stem and a fixed MBConv1.
@@ -36,7 +41,7 @@ def _scaled(width: int, scale: float) -> int:
     return width if scale == 1 else max(4, int(round(width * scale / 4)) * 4)
 
 
-class ProxylessSpace:
+class ProxylessSpace(Space):
     cell_types = ("layers",)
     inputs_per_node = None  # a chain: no topology to select
 
@@ -44,9 +49,8 @@ class ProxylessSpace:
         self.name = name
         self.widths = widths
         self.primitives = (*MBCONV_OPS, SKIP)
-        full = self.layer_shapes(widths["stem"], "imagenet")
         # Skip is a choice only where the full-size network's shapes allow it.
-        self.skippable = [shape.residual for shape in full]
+        self.skippable = [dims[3] for dims in self._layer_dims(widths["stem"], "imagenet")]
 
     # -- topology
     def edges(self) -> list[tuple[int, int]]:
@@ -60,11 +64,19 @@ class ProxylessSpace:
 
     def arch_mask(self) -> dict[str, torch.Tensor]:
         """True where a column is one of the layer's candidates (skip only where allowed)."""
+        import torch
+
         mask = torch.ones(self.arch_shape(), dtype=torch.bool)
         mask[:, -1] = torch.tensor(self.skippable)
         return {"layers": mask}
 
     def layer_shapes(self, channels: int, setting: str) -> list[LayerShape]:
+        from pipeline.nets.proxyless import LayerShape
+
+        return [LayerShape(c_in, c_out, stride, residual=residual) for c_in, c_out, stride, residual in self._layer_dims(channels, setting)]
+
+    def _layer_dims(self, channels: int, setting: str) -> list[tuple[int, int, int, bool]]:
+        """(c_in, c_out, stride, identity shortcut allowed) of every searchable layer."""
         if setting not in SETTINGS:
             raise ValueError(f"unknown network setting {setting!r}; known: {', '.join(SETTINGS)}")
         scale = channels / self.widths["stem"]
@@ -76,7 +88,7 @@ class ProxylessSpace:
                 stride = 1  # keep 32x32 inputs from shrinking to 1x1
             for repeat in range(repeats):
                 s = stride if repeat == 0 else 1
-                shapes.append(LayerShape(c_in, c_out, s, residual=s == 1 and c_in == c_out))
+                shapes.append((c_in, c_out, s, s == 1 and c_in == c_out))
                 c_in = c_out
         return shapes
 
@@ -95,12 +107,16 @@ class ProxylessSpace:
 
     # -- builders
     def build_supernet(self, channels: int, layers: int, num_classes: int, setting: str = "cifar") -> ProxylessSuperNet:
+        from pipeline.nets.proxyless import ProxylessSuperNet
+
         self._check_layers(layers)
         shapes = self.layer_shapes(channels, setting)
         return ProxylessSuperNet({"layers": self.candidates("layers")}, shapes, self._widths(channels, setting), num_classes)
 
     def build_network(self, cells: dict, channels: int, layers: int, num_classes: int, auxiliary: bool, setting: str = "cifar"):
         """ProxylessNAS networks have no auxiliary head; ``auxiliary`` is accepted and ignored."""
+        from pipeline.nets.proxyless import ProxylessNetwork
+
         self._check_layers(layers)
         self.validate_genotype(cells)
         shapes = self.layer_shapes(channels, setting)

@@ -190,6 +190,7 @@ def filter_results(records: Sequence[dict], target_ms: float) -> list[dict]:
 
 def run_latency_filter(params: dict[str, Any], latency_paths: Sequence[str | Path], out: str | Path) -> dict:
     """Keep the architectures within ``target_ms``; write the kept and dropped lists."""
+
     if not latency_paths:
         raise artifacts.ArtifactError("latency-filter: no latency files given")
     records = []
