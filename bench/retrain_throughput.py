@@ -2,7 +2,7 @@
 
 Times the retrain stage's own code path: uint8 images resident on the device, augmented
 there (crop, flip, cutout) by BatchLoader, one SGD step per batch through
-pipeline.training.shared.train_epoch, with the DARTS-V2 cell. Timing by torch.utils.benchmark
+pipeline.training.steps.train_epoch, with the DARTS-V2 cell. Timing by torch.utils.benchmark
 (it synchronises CUDA). AMP rows appear on CUDA only (CPU always runs fp32). On CUDA it
 also counts the host-device synchronisations of one epoch (torch's sync debug mode):
 the loop should make none per batch (fp16's GradScaler makes one per step).
@@ -21,9 +21,8 @@ from torch.utils import benchmark
 
 from pipeline import runtime
 from pipeline.training.data import Augment, BatchLoader
-from pipeline.stages.retrain import auxiliary_criterion
 from pipeline.spaces import get_space
-from pipeline.training.shared import train_epoch
+from pipeline.training.steps import auxiliary_criterion, train_epoch
 
 DARTS_V2 = (
     "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
@@ -38,7 +37,7 @@ def measure(device: torch.device, channels_last: bool, amp: str, args) -> float:
     space = get_space("darts")
     net = space.build_network(space.from_text(DARTS_V2), args.channels, args.layers, 10, auxiliary=True)
     net = net.to(device, memory_format=runtime.memory_format(channels_last)).train()
-    net.drop_path_prob = 0.2
+    net.set_drop_path_prob(0.2)
     count = args.batch_size * args.steps
     images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (count,), device=device)

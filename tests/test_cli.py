@@ -227,7 +227,7 @@ def test_config_sizes_of_the_search_halves_are_those_of_the_search_split(classes
     import torch
 
     from pipeline.config import _search_halves, _TrainSplit
-    from pipeline.search.run import search_split
+    from pipeline.search.supernet_training import search_split
 
     settings = {"subset_per_class": subset, "train_portion": portion, "split_seed": 0}
     labels = torch.arange(classes).repeat_interleave(per_class)

@@ -75,7 +75,7 @@ def test_method_declarations_import_no_torch():
     """Every registered method's options and flags, and every space's, read without torch."""
     code = (
         "from pipeline.registry import registries\n"
-        "search, select, spaces, latency = registries('search', 'select', 'spaces', 'stages.latency')\n"
+        "search, select, spaces, latency = registries('search', 'select', 'spaces', 'benchmarks.latency')\n"
         "for registry in (search.METHODS, select.METHODS):\n"
         "    for name in registry.names():\n"
         "        registry.get(name).OPTIONS\n"

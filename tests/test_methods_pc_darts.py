@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from conftest import SEARCH_SETTINGS, build_method, random_batch
 from pipeline.config import ConfigError
-from pipeline.search.run import build_supernet
+from pipeline.search.supernet_training import build_supernet
 from pipeline.search.pc_darts import PcDarts, edge_normalisation
 from pipeline.spaces import get_space
 from pipeline.spaces.cell import DARTS_PRIMITIVES

@@ -17,7 +17,7 @@ from pipeline import artifacts
 from pipeline.stages.retrain import run_retrain
 from pipeline.search.run import run_search
 from pipeline.spaces import get_space
-from pipeline.training.shared import INTERRUPTED_EXIT, PREEMPTED_EXIT, check_stop, stop_on_signal
+from pipeline.training.signals import INTERRUPTED_EXIT, PREEMPTED_EXIT, check_stop, stop_on_signal
 from test_select_pt import run_cli as start_select
 from test_select_pt import s2_supernet  # noqa: F401 (fixture)
 from test_select_pt import select_params

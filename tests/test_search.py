@@ -186,7 +186,7 @@ def test_sigkill_mid_search_then_rerun_resumes_to_the_same_result(tiny_data, tmp
 
 
 def test_resume_ignores_a_checkpoint_made_with_other_parameters(tiny_data, tmp_path, monkeypatch):
-    from pipeline.search import loop
+    from pipeline.training import loop
 
     monkeypatch.setattr(loop, "finish", lambda path: None)  # keep the resume point around
     run_search(search_params(settings={"epochs": 1}), tiny_data, tmp_path, threads=1)
@@ -208,7 +208,7 @@ def test_search_cli_rejects_bad_params(tiny_data, tmp_path):
 
 def test_batch_statistics_evaluation_leaves_the_model_untouched(tiny_data):
     from pipeline.training.data import BatchLoader, load_prepared
-    from pipeline.training.shared import evaluate
+    from pipeline.training.steps import evaluate
 
     data = load_prepared(tiny_data)
     loader = BatchLoader(data.test_images, data.test_labels, None, 25, data.meta["mean"], data.meta["std"])

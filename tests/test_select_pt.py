@@ -346,14 +346,14 @@ def test_pt_runs_on_a_tiny_supernet_and_records_every_decision(method, tiny_supe
 
 
 class TuningLog:
-    """Wraps select.pt's train_epoch: the tuning epoch each decision step came after, and
+    """Wraps select.pt's train_supernet_epoch: the tuning epoch each decision step came after, and
     the optimiser's learning rate at every tuning step."""
 
     def __init__(self, monkeypatch):
         import pipeline.select.pt as pt_module
 
         self.epochs, self.step_lrs = [], []
-        original = pt_module.train_epoch
+        original = pt_module.train_supernet_epoch
 
         def train_epoch(method, loaders, w_optimizer, lr, seed, epoch, desc, batch_size=None):
             self.epochs.append(epoch - pt_module.FINETUNE_EPOCH_BASE)
@@ -371,7 +371,7 @@ class TuningLog:
                 method.train_step = step
                 self.step_lrs.append(lrs)
 
-        monkeypatch.setattr(pt_module, "train_epoch", train_epoch)
+        monkeypatch.setattr(pt_module, "train_supernet_epoch", train_epoch)
 
 
 def test_pt_on_nb201_decides_operations_at_darts_pts_epochs_with_none_a_candidate(tiny8_data, tmp_path, monkeypatch):

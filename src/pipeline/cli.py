@@ -93,7 +93,7 @@ def cmd_data(args):
 
 def cmd_search(args):
     from pipeline.search.run import run_search
-    from pipeline.training.shared import stop_on_signal
+    from pipeline.training.signals import stop_on_signal
 
     params = _params(args, "search")
     with stop_on_signal():
@@ -103,7 +103,7 @@ def cmd_search(args):
 
 def cmd_select(args):
     from pipeline.select.run import run_select
-    from pipeline.training.shared import stop_on_signal
+    from pipeline.training.signals import stop_on_signal
 
     params = _params(args, "select")
     with stop_on_signal():  # PT checkpoints after each step and stops there
@@ -114,7 +114,7 @@ def cmd_select(args):
 def cmd_retrain(args):
     from pipeline.stages.retrain import run_retrain
     from pipeline.runtime import is_main_process
-    from pipeline.training.shared import stop_on_signal
+    from pipeline.training.signals import stop_on_signal
 
     params = _params(args, "retrain")
     with stop_on_signal():
@@ -125,7 +125,7 @@ def cmd_retrain(args):
 
 def cmd_transfer(args):
     from pipeline.runtime import is_main_process
-    from pipeline.training.shared import stop_on_signal
+    from pipeline.training.signals import stop_on_signal
     from pipeline.stages.transfer import run_transfer
 
     params = _params(args, "transfer")
@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs(args)
         args.func(args)
     except Exception as exc:
-        training = sys.modules.get("pipeline.training.shared")
+        training = sys.modules.get("pipeline.training.signals")
         if training is not None and isinstance(exc, training.Preempted):
             print(f"pipeline {args.command}: {exc}", file=sys.stderr)
             return exc.exit_code

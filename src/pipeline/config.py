@@ -209,7 +209,7 @@ def _train_split(name: str, entry: dict) -> _TrainSplit | None:
 
 
 def _search_halves(split: _TrainSplit, settings: dict) -> tuple[int, int, bool] | None:
-    """Images of the weight and the alpha half ``search.loop.search_split`` makes, and
+    """Images of the weight and the alpha half ``search.supernet_training.search_split`` makes, and
     whether they are exact (else upper bounds); None where the config cannot bound them."""
     classes, per_class, total = split.classes, split.per_class, split.total
     portion, subset = settings["train_portion"], settings["subset_per_class"]

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from pipeline.nets.evaluation import EvaluationNetwork
 from pipeline.nets.ops import FactorizedReduce, ReLUConvBN, make_op
 
 
@@ -76,7 +77,7 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class EvalNetwork(nn.Module, metaclass=ABCMeta):
+class EvalNetwork(EvaluationNetwork, metaclass=ABCMeta):
     """Cells after a stem, reductions at 1/3 and 2/3 of the depth, auxiliary head after the
     second; subclasses define the stem (``stem_states``)."""
 
@@ -86,7 +87,6 @@ class EvalNetwork(nn.Module, metaclass=ABCMeta):
 
     def __init__(self, cells: dict, channels: int, num_classes: int, layers: int, auxiliary: bool, stem_channels: int):
         super().__init__()
-        self.drop_path_prob = 0.0
         c_pp, c_p, c_curr = stem_channels, stem_channels, channels
         self.cells = nn.ModuleList()
         reduction_prev = self.stem_reduces

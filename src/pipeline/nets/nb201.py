@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from pipeline.nets.evaluation import EvaluationNetwork
 from pipeline.nets.ops import ReLUConvBN, make_op
 from pipeline.nets.supernet import MixedOp, active_ops
 
@@ -103,10 +104,10 @@ class NB201SuperNet(NB201Macro):
         return self.head(x)
 
 
-class NB201Network(NB201Macro):
+class NB201Network(NB201Macro, EvaluationNetwork):
     """The fixed-cell network; returns (logits, None) like the other evaluation networks."""
 
-    drop_path_prob = 0.0  # NB201 trains without drop-path; the attribute keeps retrain generic
+    uses_drop_path = False  # NAS-Bench-201 trains without drop-path
 
     def __init__(self, edges, channels: int, cells_per_stage: int, num_classes: int):
         super().__init__(lambda c: NB201FixedCell(c, edges), channels, cells_per_stage, num_classes, affine=True)

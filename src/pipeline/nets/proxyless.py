@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.nets.depthwise import DepthwiseConv2d
+from pipeline.nets.evaluation import EvaluationNetwork
 
 SKIP = "skip_connect"
 
@@ -127,10 +128,10 @@ class ProxylessSuperNet(Backbone):
         return self.head(x)
 
 
-class ProxylessNetwork(Backbone):
+class ProxylessNetwork(Backbone, EvaluationNetwork):
     """The network of one choice per layer; returns (logits, None) like the other evaluation networks."""
 
-    drop_path_prob = 0.0  # set by the retrain loop; ProxylessNAS trains without drop-path
+    uses_drop_path = False  # ProxylessNAS trains without drop-path
 
     def __init__(self, ops: Sequence[str], shapes: Sequence[LayerShape], widths: dict, num_classes: int):
         super().__init__(widths["stem"], widths["first"], widths["mix"], widths["stem_stride"], num_classes, shapes[-1].c_out)

@@ -9,6 +9,10 @@ from pipeline.lazy import F, nn, torch
 from pipeline import runtime
 
 
+# (valid loss, valid acc %) of the supernet under the given op weights per cell type
+Validate = Callable[[dict[str, torch.Tensor]], tuple[float, float]]
+
+
 class SearchMethod(ABC):
     """A method owns its architecture state and does one training step at a time.
 
@@ -19,7 +23,9 @@ class SearchMethod(ABC):
     OPTIONS: dict[str, dict[str, Any]] = {}
     bilevel = True  # needs a batch from the architecture half of the split each step
 
-    def __init__(self, space, model: nn.Module, options: dict, settings: dict, device: torch.device, amp: str):
+    def __init__(
+        self, space, model: nn.Module, options: dict, settings: dict, device: torch.device, amp: str, validate: Validate | None = None
+    ):
         self.space = space
         self.model = model
         self.options = options
@@ -27,9 +33,10 @@ class SearchMethod(ABC):
         self.device = device
         self.amp = amp
         self.scaler = runtime.grad_scaler(device, amp)
-        # Set by the search loop: (valid loss, valid acc %) of the supernet under given op
-        # weights, on the validation split, as the epoch's validation measures it.
-        self.validate: Callable[[dict[str, torch.Tensor]], tuple[float, float]] | None = None
+        # From the search loop: (valid loss, valid acc %) of the supernet under given op
+        # weights, on the validation split, as the epoch's validation measures it; None
+        # where there is none (a method restored for selection).
+        self.validate = validate
 
     # -- to implement
     @abstractmethod

@@ -41,8 +41,8 @@ class BetaDarts(Darts):
         "decay_epochs": {"type": "number", "exclusiveMinimum": 0, "default": 100, "description": "epochs over which lambda goes from start to end (linear, uncapped)"},
     }
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         self.decay_weight = float(options["decay_start"])
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:

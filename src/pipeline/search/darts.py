@@ -36,8 +36,8 @@ class Darts(SearchMethod):
         "hvp_epsilon": {"type": "number", "exclusiveMinimum": 0, "default": 0.01, "description": "2nd order: r = hvp_epsilon / ||v||"},
     }
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         edges, ops = space.arch_shape()
         self.alpha = nn.ParameterDict(
             {kind: nn.Parameter(options["init_scale"] * torch.randn(edges, ops).to(device)) for kind in space.cell_types}

@@ -152,9 +152,9 @@ class DrNAS(Darts):
             return settings
         return {**settings, "partial_channels": stages[cls.stage_of(options, epoch)]["partial_channels"]}
 
-    def __init__(self, space, model, options, settings, device, amp):
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
         self.check_options(options, settings)
-        super().__init__(space, model, options, settings, device, amp)
+        super().__init__(space, model, options, settings, device, amp, validate)
         self.epoch = 0
         # Ops still in the search per cell type (edges, ops); pruned between progressive stages.
         self.mask = {kind: torch.ones_like(a, dtype=torch.bool) for kind, a in self.alpha.items()}

@@ -18,8 +18,8 @@ class FixAlpha(SearchMethod):
     OPTIONS: dict[str, dict[str, Any]] = {}
     bilevel = False
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         edges, ops = space.arch_shape()
         self.alpha = {kind: torch.zeros(edges, ops, device=device) for kind in space.cell_types}
 

@@ -58,8 +58,8 @@ class Gdas(SearchMethod):
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
         require_cell_space("gdas", settings, key_of)
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         self.alpha, self.arch_optimizer = gaussian_alpha_with_adam(space, options, device)
         self.tau = float(options["tau_max"])
 

@@ -69,8 +69,8 @@ class PcDarts(Darts):
                 f"config key '{key_of('space')}': search method pc_darts needs a cell space (DARTS family or nb201); got {settings['space']!r}"
             )
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         self.nodes = [node for node, _ in space.edges()]
         if options["edge_normalization"]:
             for kind in space.cell_types:

@@ -60,8 +60,8 @@ class SDarts(Darts):
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
         require_cell_space("sdarts", settings, key_of)
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         self.epsilon = options["epsilon_min"]
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:

@@ -100,10 +100,10 @@ class SGAS(Darts):
                 f"number of inputs (DARTS family); got {settings['space']!r}"
             )
 
-    def __init__(self, space, model, options, settings, device, amp):
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
         from pipeline.nets.ops import ZERO_OPS
 
-        super().__init__(space, model, options, settings, device, amp)
+        super().__init__(space, model, options, settings, device, amp, validate)
         self.edge_list = space.edges()
         self.none_mask = {
             kind: torch.tensor([[name in ZERO_OPS for name in names] for names in space.candidates(kind)], device=device)
@@ -157,7 +157,7 @@ class SGAS(Darts):
             probs = F.softmax(self.alpha[kind].detach()[edge], dim=-1)
             return int(torch.argmax(probs.masked_fill(none, -1.0)))
         if self.validate is None:
-            raise RuntimeError("sgas op_selection pt needs the search loop's validation (method.validate)")
+            raise RuntimeError("sgas op_selection pt needs the search loop's validation (the validate argument)")
         ops = [k for k in range(len(none)) if not none[k]]
         from pipeline.nets.supernet import without_each_op
 

@@ -177,8 +177,8 @@ class Snas(SearchMethod):
     def check_settings(cls, settings: dict, key_of=lambda setting: f"search.settings.{setting}") -> None:
         require_cell_space("snas", settings, key_of)
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         self.alpha, self.arch_optimizer = gaussian_alpha_with_adam(space, options, device)
         self.temperature = float(options["temperature_start"])
         level = options["cost_level"]

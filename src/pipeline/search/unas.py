@@ -106,8 +106,8 @@ class Unas(SearchMethod):
                 f" every edge (e.g. unas, darts); got {settings['space']!r}"
             )
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         ops = len(space.primitives)
         params = {}
         for kind in space.cell_types:

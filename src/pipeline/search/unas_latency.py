@@ -89,8 +89,8 @@ class UnasLatency(SearchMethod):
                 f"latency table ({', '.join(LAYER_MODELS.names())}); got {settings['space']!r}"
             )
 
-    def __init__(self, space, model, options, settings, device, amp):
-        super().__init__(space, model, options, settings, device, amp)
+    def __init__(self, space, model, options, settings, device, amp, validate=None):
+        super().__init__(space, model, options, settings, device, amp, validate)
         self.check_settings(settings)
         (self.kind,) = space.cell_types
         self.latency = layer_model(space)

@@ -74,7 +74,6 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
-from pipeline import runtime
 from pipeline.lazy import np, torch
 from pipeline.select import METHODS
 from pipeline.search import METHODS as SEARCH_METHODS
@@ -83,14 +82,15 @@ from pipeline.select.magnitude import ALL_OPS, parse_magnitude
 
 if TYPE_CHECKING:
     from pipeline.select.supernet_eval import ProjectedSupernet
+    from pipeline.training.loop import ResumableLoop
 
 # The supernet, its data and the training loop are imported where a selection runs, so that
 # the method's declaration (options, flags) is read without torch.
 
 
-def train_epoch(*args: Any, **kwargs: Any):
+def train_supernet_epoch(*args: Any, **kwargs: Any):
     """The search's training epoch, run between PT's decision steps (imported when called)."""
-    from pipeline.search.run import train_epoch as search_epoch
+    from pipeline.search.supernet_training import train_supernet_epoch as search_epoch
 
     return search_epoch(*args, **kwargs)
 
@@ -174,12 +174,31 @@ def tuning_plan(decisions: int, interval: int, schedule: str, ops_only: bool) ->
     return gaps + [1]
 
 
+def selection_steps(space, options: dict[str, Any]) -> tuple[int, int]:
+    """(operation steps, topology steps) of a whole selection: one per edge, and one per
+    node with more incoming edges than allowed where topology is selected."""
+    edges = space.edges()
+    inputs_per_node = getattr(space, "inputs_per_node", None) if options["topology"] else None
+    topo_steps = 0
+    if inputs_per_node is not None:
+        incoming = [sum(1 for node, _ in edges if node == n) for n in sorted({n for n, _ in edges})]
+        topo_steps = sum(1 for count in incoming if count > inputs_per_node)
+    return len(edges), topo_steps
+
+
+def selection_tuning_plan(space, options: dict[str, Any]) -> list[int]:
+    """Tuning epochs after each step (see ``tuning_plan``); the ops-only schedule where the
+    space has no input limit (darts-pt's NB201 script)."""
+    ops_only = getattr(space, "inputs_per_node", None) is None
+    return tuning_plan(sum(selection_steps(space, options)), options["finetune_epochs"], options["schedule"], ops_only)
+
+
 class PerturbationSelection:
-    """The PT loop on a projected supernet; independent of checkpoints and files.
+    """The PT steps on a projected supernet; independent of checkpoints and files (``run``
+    takes the resumable loop that saves them).
 
     ``current_weights()`` gives the (unprojected) op weights now, e.g. the search method's
-    ``eval_weights()`` while alpha keeps training; ``finetune(step)`` tunes after ``step``;
-    ``on_step(done)`` is called after each finished step (to save a resume point).
+    ``eval_weights()`` while alpha keeps training; ``finetune(step)`` tunes after ``step``.
     """
 
     def __init__(
@@ -195,7 +214,6 @@ class PerturbationSelection:
         op_rule: str,
         current_weights: Callable[[], dict[str, torch.Tensor]],
         finetune: Callable[[int], None] | None = None,
-        on_step: Callable[[int], None] | None = None,
         kept: dict[str, torch.Tensor] | None = None,
     ):
         self.space, self.net, self.loader = space, net, valid_loader
@@ -203,7 +221,6 @@ class PerturbationSelection:
         self.record, self.op_rule = record, op_rule
         self.current_weights = current_weights
         self.finetune = finetune
-        self.on_step = on_step
         self.edges = space.edges()
         self.inputs_per_node = getattr(space, "inputs_per_node", None) if options["topology"] else None
         exclude = options["exclude_ops"]
@@ -222,18 +239,10 @@ class PerturbationSelection:
 
     def num_steps(self) -> tuple[int, int]:
         """(operation steps, topology steps) of a whole selection."""
-        op_steps = len(self.edges)
-        topo_steps = 0
-        if self.inputs_per_node is not None:
-            incoming = [sum(1 for node, _ in self.edges if node == n) for n in sorted({n for n, _ in self.edges})]
-            topo_steps = sum(1 for count in incoming if count > self.inputs_per_node)
-        return op_steps, topo_steps
+        return selection_steps(self.space, self.options)
 
     def tuning_plan(self) -> list[int]:
-        """Tuning epochs after each step (see ``tuning_plan``); the ops-only schedule where
-        the space has no input limit (darts-pt's NB201 script)."""
-        ops_only = getattr(self.space, "inputs_per_node", None) is None
-        return tuning_plan(sum(self.num_steps()), self.options["finetune_epochs"], self.options["schedule"], ops_only)
+        return selection_tuning_plan(self.space, self.options)
 
     def decision_epochs(self) -> list[int]:
         """The tuning epoch at which each step decides (0 for the first)."""
@@ -330,27 +339,39 @@ class PerturbationSelection:
             self.net.remove_edge(kind, edge)
 
     # -- the loop
-    def run(self, start_step: int = 0) -> dict[str, Any]:
-        op_steps, topo_steps = self.num_steps()
-        total = op_steps + topo_steps
-        plan = self.tuning_plan()
-        if start_step == 0:
+    def step(self, step: int) -> dict[str, float]:
+        """Decide ``step`` in every cell type, tune, and measure the supernet."""
+        op_steps, _ = self.num_steps()
+        for kind in self.space.cell_types:
+            if step < op_steps:
+                if self.net.undecided(kind):
+                    self.decide_op(step, kind)
+            elif self.nodes_to_prune(kind):
+                self.prune_node(step, kind)
+        if self.finetune is not None and self.tuning_plan()[step] > 0:
+            self.finetune(step)
+        loss, acc = self.evaluate([self.projected()])[0]
+        self.record.after_step(step, acc, loss)
+        return {"valid_acc": acc, "valid_loss": loss}
+
+    def loop(self, **resumable) -> ResumableLoop:
+        """The loop over the steps; ``resumable``: ResumableLoop's checkpoint arguments (kind,
+        state, restore, resume_path, resume_key), none for a run without resume points."""
+        from pipeline.training.loop import ResumableLoop
+
+        arguments = dict(kind="select", state=None, restore=None, resume_path=None, resume_key=None) | resumable
+        return ResumableLoop(
+            "PT", total=sum(self.num_steps()), run_unit=self.step, unit="step",
+            describe=lambda row: f"valid acc {row['valid_acc']:.2f} loss {row['valid_loss']:.3f}", **arguments,
+        )
+
+    def run(self, loop: ResumableLoop | None = None) -> dict[str, Any]:
+        """All steps (those after a resumed checkpoint's with ``loop`` from ``loop()``); the genotype."""
+        loop = loop or self.loop()
+        if loop.resume() == 0:
             loss, acc = self.evaluate([self.projected()])[0]
             self.record.summary.update(initial_valid_acc=acc, initial_valid_loss=loss)
-        for step in runtime.progress(range(start_step, total), desc="PT steps", total=total - start_step, leave=True):
-            for kind in self.space.cell_types:
-                if step < op_steps:
-                    if self.net.undecided(kind):
-                        self.decide_op(step, kind)
-                elif self.nodes_to_prune(kind):
-                    self.prune_node(step, kind)
-            if self.finetune is not None and plan[step] > 0:
-                self.finetune(step)
-            loss, acc = self.evaluate([self.projected()])[0]
-            self.record.after_step(step, acc, loss)
-            runtime.log(f"PT step {step + 1}/{total}: valid acc {acc:.2f} loss {loss:.3f}")
-            if self.on_step is not None:
-                self.on_step(step + 1)
+        loop.run()
         return self.cells()
 
     def cells(self) -> dict[str, Any]:
@@ -380,7 +401,6 @@ class _PerturbationMethod(SelectionMethod):
 
     def select(self, ctx: SelectionContext) -> dict:
         from pipeline import artifacts
-        from pipeline.training.shared import check_stop, read_resume_checkpoint
 
         setup = restore_supernet(ctx, self.options["eval_batch_size"], self.options["eval_images"])
         o, settings = self.options, setup.settings
@@ -391,11 +411,7 @@ class _PerturbationMethod(SelectionMethod):
             momentum=settings["w_momentum"],
             weight_decay=settings["w_weight_decay"],
         )
-        selection = PerturbationSelection(
-            ctx.space, net, setup.loaders.eval, o, ctx.seed, ctx.device, ctx.amp, ctx.record, self.op_rule,
-            current_weights=method.eval_weights, kept=method.kept_ops(),
-        )
-        plan = selection.tuning_plan()
+        plan = selection_tuning_plan(ctx.space, o)
         first_epoch = [int(e) for e in np.cumsum([0] + plan)]  # of each step's tuning
         tune_epochs = first_epoch[-1]
         # constant: darts-pt builds this schedule and never steps it; cosine steps it per epoch.
@@ -408,11 +424,14 @@ class _PerturbationMethod(SelectionMethod):
             for epoch in range(first_epoch[step], first_epoch[step + 1]):
                 lr = scheduler.get_last_lr()[0]
                 desc = f"tune {epoch + 1}/{tune_epochs}"
-                train_epoch(method, setup.loaders, w_optimizer, lr, ctx.seed, FINETUNE_EPOCH_BASE + epoch, desc, batch_size)
+                train_supernet_epoch(method, setup.loaders, w_optimizer, lr, ctx.seed, FINETUNE_EPOCH_BASE + epoch, desc, batch_size)
                 if o["finetune_lr"] == "cosine":
                     scheduler.step()
 
-        resume_path = ctx.work_dir / RESUME_FILE if ctx.work_dir is not None else None
+        selection = PerturbationSelection(
+            ctx.space, net, setup.loaders.eval, o, ctx.seed, ctx.device, ctx.amp, ctx.record, self.op_rule,
+            current_weights=method.eval_weights, finetune=finetune if o["finetune_epochs"] > 0 else None, kept=method.kept_ops(),
+        )
 
         def payload(done: int) -> dict[str, Any]:
             return {
@@ -428,31 +447,22 @@ class _PerturbationMethod(SelectionMethod):
                 "provenance": artifacts.provenance({}, seed=ctx.seed, resume_key=ctx.resume_key),
             }
 
-        start = 0
-        state = read_resume_checkpoint(resume_path, "select") if resume_path is not None else None
-        if state is not None:
-            if state["provenance"].get("resume_key") == ctx.resume_key:
-                net.supernet.load_state_dict(state["model"])
-                method.load_state_dict(state["method"])
-                w_optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                method.scaler.load_state_dict(state["scaler"])
-                artifacts.set_rng_state(state["rng"])
-                net.load_state(state["projection"])
-                ctx.record.load_state(state["record"])
-                start = int(state["step"])
-                runtime.log(f"resuming selection from {resume_path} after step {start}")
-            else:
-                runtime.log(f"{resume_path} was made with other parameters or inputs; starting afresh")
+        def restore(state: dict[str, Any]) -> int:
+            net.supernet.load_state_dict(state["model"])
+            method.load_state_dict(state["method"])
+            w_optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            method.scaler.load_state_dict(state["scaler"])
+            artifacts.set_rng_state(state["rng"])
+            net.load_state(state["projection"])
+            ctx.record.load_state(state["record"])
+            return int(state["step"])
 
-        selection.finetune = finetune if o["finetune_epochs"] > 0 else None
-        if resume_path is not None:
-
-            def on_step(done: int) -> None:  # checkpoint, then honour a stop signal (SLURM, Ctrl-C)
-                artifacts.save_checkpoint(resume_path, "select", payload(done))
-                check_stop(done, sum(selection.num_steps()), resume_path, unit="step")
-
-            selection.on_step = on_step
+        # Resume points after each step (where the selection has a work folder); a stop
+        # signal (SLURM, Ctrl-C) stops at the next one.
+        resume_path = ctx.work_dir / RESUME_FILE if ctx.work_dir is not None else None
+        loop = selection.loop(state=payload, restore=restore, resume_path=resume_path, resume_key=ctx.resume_key)
+        loop.resume()  # the restored record's summary, then this run's settings over it
         ctx.record.summary.update(
             criterion=o["criterion"], op_rule=self.op_rule, eval_bn=o["eval_bn"], bn_batch_size=o["bn_batch_size"],
             eval_batch_size=setup.loaders.eval.batch_size, eval_images=setup.loaders.eval.num_samples, finetune_epochs=o["finetune_epochs"],
@@ -461,7 +471,7 @@ class _PerturbationMethod(SelectionMethod):
             topology_rule=o["topology_rule"], exclude_ops=sorted(selection.excluded),
             search_method=ctx.search_params["options"]["algorithm"],
         )
-        return selection.run(start)  # run_select drops the resume point once the outputs exist
+        return selection.run(loop)  # run_select drops the resume point once the outputs exist
 
 
 @METHODS.register("pt")
@@ -504,7 +514,7 @@ def restore_supernet(ctx: SelectionContext, eval_batch_size: int | None = None, 
     decisions can be applied), with the search's loaders on the same split; ``eval_images``
     keeps a class-stratified subset of the validation half for evaluation."""
     from pipeline import artifacts
-    from pipeline.search.run import build_supernet, search_loaders
+    from pipeline.search.supernet_training import build_supernet, search_loaders
     from pipeline.select.supernet_eval import ProjectedSupernet
     from pipeline.training.data import BatchLoader, load_prepared
 

@@ -12,7 +12,7 @@ from pipeline.registry import UnknownNameError
 from pipeline.select import METHODS
 from pipeline.select.base import RESUME_FILE, SelectionContext, SelectionError
 from pipeline.spaces import get_space
-from pipeline.training.shared import finish, resume_key
+from pipeline.training.checkpoints import finish, resume_key
 
 DECISIONS_FILE = "decisions.h5"
 

@@ -260,7 +260,7 @@ def first_batches(ctx: SelectionContext, batch_size: int, count: int) -> tuple[l
     from itertools import islice
 
     from pipeline.training.data import load_prepared
-    from pipeline.search.run import search_loaders
+    from pipeline.search.supernet_training import search_loaders
 
     data = load_prepared(ctx.data_path, ctx.device)
     loader = search_loaders(data, ctx.search_params["settings"], channels_last=False).w

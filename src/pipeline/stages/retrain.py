@@ -14,30 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from pipeline import artifacts, runtime
-from pipeline.training import distributed
 from pipeline.config import check_batch_fits
 from pipeline.nets.counting import count_multiply_adds, count_parameters
-from pipeline.training.data import Augment, BatchLoader, load_prepared, shard_bounds
 from pipeline.spaces import get_space
-from pipeline.training.shared import (
-    check_stop,
-    epoch_seed,
-    evaluate_sharded,
-    genotype_origin,
-    load_resume_state,
-    record_epoch,
-    restore_training_state,
-    resume_key,
-    train_epoch,
-    training_state,
-    write_results,
-)
-
-RESUME_FILE = Path("checkpoint") / "last.pt"
-RANK_SEED_STRIDE = 100_003  # ranks > 0 draw their own drop-path masks
+from pipeline.training.data import Augment, BatchLoader, load_prepared, shard_bounds
+from pipeline.training import distributed
+from pipeline.training.checkpoints import resume_key
+from pipeline.training.loop import RESUME_FILE, EpochLoop, Trained, genotype_origin, history_series
+from pipeline.training.steps import auxiliary_criterion, epoch_seed, evaluate_sharded, ramp_drop_path, train_epoch
 
 
 def run_retrain(params: dict[str, Any], genotype_path: str | Path, data_path: str | Path, out_dir: str | Path, threads: int = 0) -> dict:
@@ -49,21 +35,9 @@ def run_retrain(params: dict[str, Any], genotype_path: str | Path, data_path: st
         distributed.stop(world)
 
 
-def auxiliary_criterion(auxiliary_weight: float, label_smoothing: float = 0.0):
-    """Summed cross-entropy of the logits plus ``auxiliary_weight`` times the auxiliary head's."""
-
-    def criterion(logits, logits_aux, labels):
-        loss = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=label_smoothing)
-        if logits_aux is not None:
-            loss = loss + auxiliary_weight * F.cross_entropy(logits_aux, labels, reduction="sum", label_smoothing=label_smoothing)
-        return loss
-
-    return criterion
-
-
 def _retrain(params, genotype, genotype_path: Path, data_path, out_dir: Path, threads: int, world, device) -> dict:
     settings, rt, seed = params["settings"], params["runtime"], params["seed"]
-    runtime.configure(threads, seed + RANK_SEED_STRIDE * world.rank)
+    runtime.configure(threads, world.seed(seed))
     data = load_prepared(data_path, device)
     check_batch_fits("retrain.batch_size", settings["batch_size"], len(data.train_labels), f"{data_path}'s train split")
     space = get_space(genotype["space"])
@@ -89,27 +63,12 @@ def _retrain(params, genotype, genotype_path: Path, data_path, out_dir: Path, th
     scaler = runtime.grad_scaler(device, rt["amp"])
     criterion = auxiliary_criterion(settings["auxiliary_weight"])
 
-    history: dict[str, list] = {}
-    start_epoch = 0
-    resume_path = out_dir / RESUME_FILE
-    resume = resume_key(params, data_path, genotype_cells=genotype["cells"])
-    state = load_resume_state(resume_path, "retrain", resume)
-    if state is not None:
-        history, start_epoch = restore_training_state(state, model, optimizer, scheduler, scaler, world)
-
-    def payload(epoch: int) -> dict[str, Any]:
-        return {
-            **training_state(epoch, model, optimizer, scheduler, scaler, history, world),
-            "provenance": artifacts.provenance(
-                params, seed=seed, device=str(device), world_size=world.world_size, resume_key=resume
-            ),
-        }
-
     epochs = settings["epochs"]
-    for epoch in runtime.progress(range(start_epoch, epochs), desc="retrain epochs", total=epochs - start_epoch, leave=True):
+
+    def run_epoch(epoch: int) -> dict[str, Any]:
         started = time.perf_counter()
         lr = scheduler.get_last_lr()[0]
-        net.drop_path_prob = settings["drop_path_prob"] * epoch / epochs
+        drop_path_prob = ramp_drop_path(net, settings["drop_path_prob"], epoch, epochs)
         model.train()
         train = train_epoch(
             model, train_loader.epoch(epoch_seed(seed, epoch, 2)), train_loader.global_batch_sizes(), optimizer, scaler,
@@ -117,22 +76,30 @@ def _retrain(params, genotype, genotype_path: Path, data_path, out_dir: Path, th
         )
         scheduler.step()
         test = evaluate_sharded(model, test_loader.epoch(seed=0), device, rt["amp"], world)
-        row = {
+        return {
             "epoch": epoch,
             "lr": lr,
-            "drop_path_prob": net.drop_path_prob,
+            "drop_path_prob": drop_path_prob,
             "train_loss": train["train_loss"],
             "train_acc": train["train_top1"],
             "test_loss": test["test_loss"],
             "test_acc": test["test_top1"],
             "wall_time": time.perf_counter() - started,
         }
-        record_epoch("retrain", history, row, lambda: payload(epoch + 1), resume_path, world)
-        runtime.log(
-            f"retrain epoch {epoch + 1}/{epochs}: train acc {row['train_acc']:.2f} loss {row['train_loss']:.3f} | "
+
+    resume = resume_key(params, data_path, genotype_cells=genotype["cells"])
+    loop = EpochLoop(
+        "retrain", "retrain", epochs, Trained(model, optimizer, scheduler, scaler), run_epoch, out_dir / RESUME_FILE, resume,
+        fields=lambda epoch: {
+            "provenance": artifacts.provenance(params, seed=seed, device=str(device), world_size=world.world_size, resume_key=resume)
+        },
+        describe=lambda row: (
+            f"train acc {row['train_acc']:.2f} loss {row['train_loss']:.3f} | "
             f"test acc {row['test_acc']:.2f} loss {row['test_loss']:.3f} | {row['wall_time']:.1f}s"
-        )
-        check_stop(epoch + 1, epochs, resume_path)
+        ),
+        world=world,
+    )
+    history = loop.run()
 
     summary = {
         "test_acc": float(history["test_acc"][-1]),
@@ -150,6 +117,6 @@ def _retrain(params, genotype, genotype_path: Path, data_path, out_dir: Path, th
         "world_size": world.world_size,
     }
     provenance = artifacts.provenance(params, seed=seed, genotype_file=str(genotype_path), device=str(device), world_size=world.world_size)
-    write_results("retrain", out_dir, history, summary, provenance, payload(epochs), resume_path, world)
+    loop.write_results(out_dir, artifacts.Metrics("retrain", history_series(history), summary, provenance))
     runtime.log(f"retrain done: test acc {summary['test_acc']:.2f}%, {summary['params_m']:.3f}M params")
     return summary

@@ -24,27 +24,15 @@ from typing import Any, Callable
 import torch
 
 from pipeline import artifacts, runtime
-from pipeline.training import distributed
 from pipeline.config import check_batch_fits
 from pipeline.errors import ConfigError
 from pipeline.nets.counting import count_multiply_adds, count_parameters
-from pipeline.stages.retrain import RANK_SEED_STRIDE, auxiliary_criterion
 from pipeline.spaces import get_space
+from pipeline.training import distributed
+from pipeline.training.loop import RESUME_FILE, EpochLoop, Trained, genotype_origin, history_series
+from pipeline.training.steps import auxiliary_criterion, epoch_seed, evaluate_sharded, ramp_drop_path, train_epoch
 from pipeline.training.streaming import DeviceBatches, ImageFolderStream, eval_transform, image_folder, train_transform
-from pipeline.training.shared import (
-    check_stop,
-    epoch_seed,
-    evaluate_sharded,
-    genotype_origin,
-    load_resume_state,
-    record_epoch,
-    restore_training_state,
-    train_epoch,
-    training_state,
-    write_results,
-)
 
-RESUME_FILE = Path("checkpoint") / "last.pt"
 CHANNEL_STEP = 2  # FactorizedReduce and the stem's C/2 need an even C
 
 
@@ -134,7 +122,7 @@ def _check_resolutions(space, cells, settings: dict, num_classes: int) -> None:
 
 def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int, world, device) -> dict:
     settings, rt, seed, source = params["settings"], params["runtime"], params["seed"], params["source"]
-    runtime.configure(threads, seed + RANK_SEED_STRIDE * world.rank)
+    runtime.configure(threads, world.seed(seed))
     space = get_space(genotype["space"])
     cells = genotype["cells"]
 
@@ -177,27 +165,12 @@ def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int
     scaler = runtime.grad_scaler(device, rt["amp"])
     criterion = auxiliary_criterion(settings["auxiliary_weight"], settings["label_smoothing"])
 
-    history: dict[str, list] = {}
-    start_epoch = 0
-    resume_path = out_dir / RESUME_FILE
-    # ImageNet is too big to hash: the key holds the source paths (in params) and the cells.
-    resume = {"params": params, "genotype_cells": cells}
-    state = load_resume_state(resume_path, "transfer", resume)
-    if state is not None:
-        history, start_epoch = restore_training_state(state, model, optimizer, scheduler, scaler, world)
-
-    def payload(epoch: int) -> dict[str, Any]:
-        return {
-            **training_state(epoch, model, optimizer, scheduler, scaler, history, world),
-            "network": network,
-            "provenance": artifacts.provenance(params, seed=seed, device=str(device), world_size=world.world_size, resume_key=resume),
-        }
-
     epochs = settings["epochs"]
-    for epoch in runtime.progress(range(start_epoch, epochs), desc="transfer epochs", total=epochs - start_epoch, leave=True):
+
+    def run_epoch(epoch: int) -> dict[str, Any]:
         started = time.perf_counter()
         epoch_lr = scheduler.get_last_lr()[0]
-        net.drop_path_prob = settings["drop_path_prob"] * epoch / epochs
+        drop_path_prob = ramp_drop_path(net, settings["drop_path_prob"], epoch, epochs)
         model.train()
         train = train_epoch(
             model, to_device(train_stream.epoch(epoch_seed(seed, epoch, 3))), train_stream.global_batch_sizes(), optimizer,
@@ -205,14 +178,24 @@ def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int
             desc=f"epoch {epoch + 1}",
         )
         test = evaluate_sharded(model, to_device(test_stream.epoch(0)), device, rt["amp"], world, topk=(1, 5))
-        row = {"epoch": epoch, "lr": epoch_lr, "drop_path_prob": net.drop_path_prob, **train, **test,
-               "wall_time": time.perf_counter() - started}
-        record_epoch("transfer", history, row, lambda: payload(epoch + 1), resume_path, world)
-        runtime.log(
-            f"transfer epoch {epoch + 1}/{epochs}: train top-1 {train['train_top1']:.2f} loss {train['train_loss']:.3f} | "
-            f"test top-1 {test['test_top1']:.2f} top-5 {test['test_top5']:.2f} | {row['wall_time']:.1f}s"
-        )
-        check_stop(epoch + 1, epochs, resume_path)
+        return {"epoch": epoch, "lr": epoch_lr, "drop_path_prob": drop_path_prob, **train, **test,
+                "wall_time": time.perf_counter() - started}
+
+    # ImageNet is too big to hash: the key holds the source paths (in params) and the cells.
+    resume = {"params": params, "genotype_cells": cells}
+    loop = EpochLoop(
+        "transfer", "transfer", epochs, Trained(model, optimizer, scheduler, scaler), run_epoch, out_dir / RESUME_FILE, resume,
+        fields=lambda epoch: {
+            "network": network,
+            "provenance": artifacts.provenance(params, seed=seed, device=str(device), world_size=world.world_size, resume_key=resume),
+        },
+        describe=lambda row: (
+            f"train top-1 {row['train_top1']:.2f} loss {row['train_loss']:.3f} | "
+            f"test top-1 {row['test_top1']:.2f} top-5 {row['test_top5']:.2f} | {row['wall_time']:.1f}s"
+        ),
+        world=world,
+    )
+    history = loop.run()
 
     top1, top5 = float(history["test_top1"][-1]), float(history["test_top5"][-1])
     summary = {
@@ -238,6 +221,6 @@ def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int
         "world_size": world.world_size,
     }
     provenance = artifacts.provenance(params, seed=seed, genotype_file=str(genotype_path), device=str(device), world_size=world.world_size)
-    write_results("transfer", out_dir, history, summary, provenance, payload(epochs), resume_path, world)
+    loop.write_results(out_dir, artifacts.Metrics("transfer", history_series(history), summary, provenance))
     runtime.log(f"transfer done: top-1 {top1:.2f}%, top-5 {top5:.2f}%, C={channels}, {summary['params_m']:.2f}M params")
     return summary

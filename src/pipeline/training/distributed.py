@@ -22,6 +22,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
+RANK_SEED_STRIDE = 100_003  # ranks > 0 draw their own drop-path masks
+
 
 @dataclass(frozen=True)
 class World:
@@ -64,6 +66,10 @@ class World:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def seed(self, seed: int) -> int:
+        """This rank's seed of a run seeded ``seed`` (rank 0's is ``seed``)."""
+        return seed + RANK_SEED_STRIDE * self.rank
 
 
 def start(device: torch.device) -> tuple[World, torch.device]:
