@@ -143,7 +143,7 @@ def test_a_batch_larger_than_its_split_is_a_config_error_before_any_work(tiny_da
     retrain = pipeline("retrain", "--params", json.dumps(retrain_params(batch_size=121)), "--genotype", str(genotype),
                        "--data", str(tiny_data), "--out-dir", str(tmp_path / "retrain"), "--threads", "1")
     assert retrain.returncode == 2  # the genotype is read first; with one it is the batch size:
-    from test_preemption import write_genotype
+    from test_training_preemption import write_genotype
 
     write_genotype(genotype)
     retrain = pipeline("retrain", "--params", json.dumps(retrain_params(batch_size=121)), "--genotype", str(genotype),

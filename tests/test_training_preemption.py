@@ -22,8 +22,8 @@ from test_select_pt import run_cli as start_select
 from test_select_pt import s2_supernet  # noqa: F401 (fixture)
 from test_select_pt import select_params
 from test_spaces import DARTS_V2
-from test_transfer import genotype_file, tiny_imagenet  # noqa: F401 (fixtures)
-from test_transfer import transfer_params
+from test_stage_transfer import genotype_file, tiny_imagenet  # noqa: F401 (fixtures)
+from test_stage_transfer import transfer_params
 
 
 def write_genotype(path: Path) -> Path:
@@ -170,7 +170,7 @@ def test_sigint_stops_transfer_at_the_epoch_checkpoint_and_the_rerun_matches(tin
 def test_ddp_ranks_stop_after_the_same_epoch_when_one_rank_is_signalled(tiny_data, tmp_path):
     """torchrun, 2 CPU ranks; only rank 0 gets SIGUSR1 after epoch 1. Both must stop there:
     a rank that went on alone would wait in the next all-reduce."""
-    from test_retrain import TORCHRUN, retrain_args
+    from test_stage_retrain import TORCHRUN, retrain_args
 
     space = get_space("darts")
     genotype = tmp_path / "genotype.json"

@@ -8,7 +8,7 @@ from pipeline import artifacts, runtime
 from pipeline.views.display import cell_ascii, genotype_ascii, table_html, table_text
 from pipeline.views.pictures import cell_graph, genotype_graphs
 from pipeline.spaces import get_space
-from test_pictures import NB201_CELL
+from test_views_pictures import NB201_CELL
 from test_spaces import DARTS_V2
 
 
