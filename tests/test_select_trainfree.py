@@ -93,7 +93,7 @@ def test_synflow_selection_needs_no_data(tiny_supernet, tmp_path):
 
 @pytest.mark.parametrize("proxy, function", [("snip", snip), ("grasp", grasp)])
 def test_snip_and_grasp_score_every_sample_on_one_batch(proxy, function, tiny_supernet, tiny8_data, monkeypatch):
-    from pipeline import data as data_module
+    from pipeline.stages import data as data_module
     from pipeline.select import trainfree
 
     made = []
