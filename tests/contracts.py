@@ -7,6 +7,7 @@ accepts; the depth: the smallest (from 3) that space builds a supernet with.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from conftest import SEARCH_SETTINGS
@@ -41,8 +42,10 @@ class SearchCase:
         return method_options(METHODS, block, f"search.methods.{self.algorithm}")
 
 
-def smallest_depth(space) -> int | None:
+@functools.cache
+def smallest_depth(space_name: str) -> int | None:
     """The fewest layers (from MIN_LAYERS) the space builds a supernet with (None: none)."""
+    space = get_space(space_name)
     for layers in range(MIN_LAYERS, MAX_LAYERS + 1):
         try:
             space.build_supernet(2, layers, 10)
@@ -62,7 +65,7 @@ def search_case(algorithm: str) -> SearchCase:
         except ConfigError as exc:
             refusals.append(str(exc))
             continue
-        layers = smallest_depth(get_space(name))
+        layers = smallest_depth(name)
         if layers is not None:
             return SearchCase(algorithm, name, layers)
     raise AssertionError(f"search method {algorithm} accepts no registered space: {refusals}")

@@ -70,6 +70,7 @@ def test_a_darts_search_records_no_ground_truth(tiny_data, tmp_path):
     assert "benchmark_test_acc" not in metrics.epochs and "benchmark_test_acc" not in metrics.summary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["magnitude", "trainfree"])
 def test_a_selected_nb201_cell_carries_its_ground_truth(nb201_search, tiny_data, tmp_path, method):
     from pipeline import select

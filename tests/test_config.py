@@ -131,6 +131,7 @@ def test_stage_params_hold_only_the_stage_keys():
         validate_stage_params("search", search)
 
 
+@pytest.mark.slow
 def test_check_config_cli(tmp_path):
     good = subprocess.run(
         [sys.executable, "-m", "pipeline", "check-config", *sum((["--config", str(p)] for p in BASE), [])],

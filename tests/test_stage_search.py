@@ -188,6 +188,7 @@ def test_sigkill_mid_search_then_rerun_resumes_to_the_same_result(tiny_data, tmp
             assert np.array_equal(values, metrics.epochs[key], equal_nan=True), key  # UNAS pads with NaN
 
 
+@pytest.mark.slow
 def test_resume_ignores_a_checkpoint_made_with_other_parameters(tiny_data, tmp_path, monkeypatch):
     from pipeline.search import run as loop
 
