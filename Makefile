@@ -1,6 +1,6 @@
 # make demo: set up .venv, run the quick CPU demo (NAS-Bench-201 searches judged by the benchmark, one DARTS
 # chain through retraining) and write its HTML report; make demo-all: every method at tiny scale;
-# make test: set up and run the tests.
+# make test: set up and run every test (what CI runs); make test-fast: the tests not marked slow.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
@@ -23,7 +23,7 @@ $(shell mkdir -p $(VENV) && if [ ! -e $(TORCH_STAMP) ] && [ -z '$(TORCH_INDEX_UR
 	echo > $(TORCH_STAMP) && touch -d @0 $(TORCH_STAMP); \
 	elif ! echo '$(TORCH_INDEX_URL)' | cmp -s - $(TORCH_STAMP); then echo '$(TORCH_INDEX_URL)' > $(TORCH_STAMP); fi)
 
-.PHONY: setup demo demo-all test lint clean-results check-gpu
+.PHONY: setup demo demo-all test test-fast lint clean-results check-gpu
 
 $(VENV)/.installed: pyproject.toml constraints.txt $(TORCH_STAMP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ demo-all:
 
 test: setup
 	pytest -q
+
+# The everyday lane (README, "Tests"): unit and contract tests, no end-to-end or subprocess resume runs.
+test-fast: setup
+	pytest -q -m "not slow"
 
 # ruff's rules: pyproject.toml [tool.ruff.lint]. All three must pass before a merge.
 lint: setup

@@ -120,8 +120,9 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def build_method(algorithm: str, seed: int = 0, channels: int = 4, layers: int = 3, space: str = "darts", **options):
-    """A search method on a small supernet, options defaulted from its schema: (space, model, method)."""
+def build_method(algorithm: str, seed: int = 0, channels: int = 4, layers: int = 3, space: str = "darts", settings: dict | None = None, **options):
+    """A search method on a small supernet, options defaulted from its schema: (space, model, method).
+    ``settings`` change the search settings the method sees (SEARCH_SETTINGS in ``space``)."""
     from pipeline.config import method_options
     from pipeline.search import METHODS
     from pipeline.spaces import get_space
@@ -130,7 +131,8 @@ def build_method(algorithm: str, seed: int = 0, channels: int = 4, layers: int =
     cell_space = get_space(space)
     model = cell_space.build_supernet(channels, layers, 10)
     resolved = method_options(METHODS, {"algorithm": algorithm, **options}, "options")
-    method = METHODS.get(algorithm)(cell_space, model, resolved, dict(SEARCH_SETTINGS), torch.device("cpu"), "none")
+    settings = {**SEARCH_SETTINGS, "space": space, **(settings or {})}
+    method = METHODS.get(algorithm)(cell_space, model, resolved, settings, torch.device("cpu"), "none")
     return cell_space, model, method
 
 

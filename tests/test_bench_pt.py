@@ -103,7 +103,8 @@ def run_ours(state, seed=0, crit="acc"):
     return selection.run(), record
 
 
-@pytest.mark.parametrize("crit", ["acc", pytest.param("loss", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("crit", ["acc", "loss"])
 def test_reference_and_our_pt_make_the_same_decisions_on_the_same_states_and_data(nonone_state, crit):
     space = nonone_state[0]
     reference = run_reference(nonone_state, "fixed", crit=crit)
@@ -141,6 +142,7 @@ def test_darts_pt_scoring_data_reshuffles_and_augments_every_pass(nonone_state):
     assert torch.equal(*(torch.cat([x for x, _ in fixed.scoring_pass()]) for _ in range(2)))
 
 
+@pytest.mark.slow
 def test_reference_tuning_keeps_the_rate_and_trains_alpha_of_undecided_edges(nonone_state):
     space, model, alpha, images, labels = nonone_state
     data = ref.ReferenceData(images, labels, torch.arange(40), torch.arange(40, 80), [0.5] * 3, [0.25] * 3, scoring="fixed", batch_size=16)

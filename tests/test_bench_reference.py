@@ -35,6 +35,7 @@ def twins():
         torch.set_default_dtype(default)
 
 
+@pytest.mark.slow
 def test_reference_and_ours_take_the_same_darts_step(twins):
     model, method, reference, ((xw, yw), (xa, ya)) = twins
     lr = 0.05
@@ -60,6 +61,7 @@ def test_reference_and_ours_take_the_same_darts_step(twins):
         assert ours[0].abs().max() > 1e-4  # a real gradient
 
 
+@pytest.mark.slow
 def test_bench_rows_run_for_every_kind_of_step():
     import search_step
 

@@ -27,6 +27,7 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
+@pytest.mark.slow
 def test_retrain_cli_missing_genotype(tmp_path, tiny_data):
     result = pipeline("retrain", "--params", json.dumps(retrain_params()), "--genotype", str(tmp_path / "g.json"),
                       "--data", str(tiny_data), "--out-dir", str(tmp_path / "out"))
@@ -34,6 +35,7 @@ def test_retrain_cli_missing_genotype(tmp_path, tiny_data):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_retrain_cli_with_config_needs_a_seed(tmp_path, tiny_data):
     result = pipeline("retrain", *BASE, "--genotype", "g.json", "--data", str(tiny_data), "--out-dir", str(tmp_path / "out"))
     assert_one_line_error(result, "--seed: required with --config")
@@ -44,6 +46,7 @@ def test_search_cli_unknown_method_lists_the_known_ones(tmp_path, tiny_data):
     assert_one_line_error(result, "--method: 'darts_3rd'", "darts_1st", "darts_2nd")
 
 
+@pytest.mark.slow
 def test_tables_cli_rejects_a_missing_or_foreign_file(tmp_path):
     out = tmp_path / "t.csv"
     missing = pipeline("tables", "--params", '{"dataset": "cifar10"}', "--out", str(out), str(tmp_path / "m.h5"))
@@ -54,6 +57,7 @@ def test_tables_cli_rejects_a_missing_or_foreign_file(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_params_must_be_json():
     result = pipeline("tables", "--params", "{dataset: cifar10", "--out", "t.csv", "m.h5")
     assert_one_line_error(result, "--params: not valid JSON")
@@ -86,6 +90,7 @@ def search_args(data, out_option, out):
     return ("search", "--params", json.dumps(search_params(settings={"epochs": 1})), "--data", str(data), out_option, str(out), "--threads", "1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["under_a_file", "proc", "no_write_permission"])
 def test_an_output_that_cannot_be_written_fails_in_one_line_before_any_epoch(case, tiny_data, tmp_path):
     blocker = tmp_path / "a_file"
@@ -105,6 +110,7 @@ def test_an_output_that_cannot_be_written_fails_in_one_line_before_any_epoch(cas
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "locked"][: 1 + (case == "no_write_permission")]
 
 
+@pytest.mark.slow
 def test_output_files_of_select_retrain_and_tables_are_probed_before_work(tiny_data, tmp_path):
     params = json.dumps(retrain_params())
     retrain = pipeline("retrain", "--params", params, "--genotype", "missing.json", "--data", str(tiny_data),
@@ -120,6 +126,7 @@ def test_output_files_of_select_retrain_and_tables_are_probed_before_work(tiny_d
 # ---------------------------------------------------------------- sizes that cannot work
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_threads_below_one_are_rejected(value, tiny_data, tmp_path):
     result = pipeline(*search_args(tiny_data, "--out-dir", tmp_path / "out")[:-1], value)
@@ -127,6 +134,7 @@ def test_threads_below_one_are_rejected(value, tiny_data, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_runtime_threads_below_one_are_rejected_at_config_check(tmp_path):
     overlay = tmp_path / "zero.yaml"
     overlay.write_text("runtime: {threads: 0}\n")
@@ -134,6 +142,7 @@ def test_runtime_threads_below_one_are_rejected_at_config_check(tmp_path):
     assert_one_line_error(result, "config key 'runtime.threads'")
 
 
+@pytest.mark.slow
 def test_a_batch_larger_than_its_split_is_a_config_error_before_any_work(tiny_data, tmp_path):
     # tiny_data: 120 train images, 60 per half of the search split
     search = pipeline("search", "--params", json.dumps(search_params(settings={"batch_size": 61})), "--data", str(tiny_data),
@@ -143,7 +152,7 @@ def test_a_batch_larger_than_its_split_is_a_config_error_before_any_work(tiny_da
     retrain = pipeline("retrain", "--params", json.dumps(retrain_params(batch_size=121)), "--genotype", str(genotype),
                        "--data", str(tiny_data), "--out-dir", str(tmp_path / "retrain"), "--threads", "1")
     assert retrain.returncode == 2  # the genotype is read first; with one it is the batch size:
-    from test_preemption import write_genotype
+    from test_training_preemption import write_genotype
 
     write_genotype(genotype)
     retrain = pipeline("retrain", "--params", json.dumps(retrain_params(batch_size=121)), "--genotype", str(genotype),
@@ -178,6 +187,7 @@ def check_config_with(tmp_path, overlay: dict):
     return pipeline("check-config", *BASE, "--config", str(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overlay, message", [
     ({"search": {"settings": {"batch_size": 161}}},
      "config key 'search.settings.batch_size': 161 is larger than the at most 160 images of the weight half of search darts_1st"),

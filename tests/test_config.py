@@ -41,7 +41,7 @@ def test_papers_settings_and_demo_overlay():
     assert {("darts", "magnitude"), ("darts", "pt"), ("darts", "trainfree"), ("snas", "snas")} <= pairs
     assert [(config["search"]["methods"][name]["algorithm"], selections_for(config, name)) for name in darts] == [("darts", ["magnitude"])]
     # The every-method matrix (demo-all.yaml) runs every search method (unas_latency needs
-    # the mobile space: test_latency.py) and each selection: the methods' own derivations
+    # the mobile space: test_stage_latency.py) and each selection: the methods' own derivations
     # and the darts-pt / BaLeNAS-TF pairs.
     from pipeline import search
 
@@ -131,6 +131,7 @@ def test_stage_params_hold_only_the_stage_keys():
         validate_stage_params("search", search)
 
 
+@pytest.mark.slow
 def test_check_config_cli(tmp_path):
     good = subprocess.run(
         [sys.executable, "-m", "pipeline", "check-config", *sum((["--config", str(p)] for p in BASE), [])],

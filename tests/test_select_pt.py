@@ -260,6 +260,7 @@ def test_decided_edges_are_fixed_while_undecided_alpha_keeps_training():
     assert normal[1:].abs().sum(dim=1).gt(0).all() and reduce[:5].abs().sum(dim=1).gt(0).all()
 
 
+@pytest.mark.slow
 def test_ghost_batch_norm_in_large_batches_equals_the_small_batches(tiny8_data):
     from pipeline.training.data import BatchLoader, load_prepared
 
@@ -316,6 +317,7 @@ def assert_two_inputs_per_node(cells):
         assert sorted(nodes) == [2, 2, 3, 3, 4, 4, 5, 5], kind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pt", "pt_mag"])
 def test_pt_runs_on_a_tiny_supernet_and_records_every_decision(method, tiny_supernet, tiny8_data, tmp_path):
     out = tmp_path / "genotype.json"
@@ -394,6 +396,7 @@ def test_pt_on_nb201_decides_operations_at_darts_pts_epochs_with_none_a_candidat
     assert len(rates) >= 25 and rates == [pytest.approx(0.0025)] * len(rates)  # w_lr / 10, never decayed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune_lr", ["constant", "cosine"])
 def test_tuning_rate_is_constant_in_reference_mode_and_decays_in_cosine(finetune_lr, s2_supernet, tiny8_data, tmp_path, monkeypatch):
     log = TuningLog(monkeypatch)
@@ -412,6 +415,7 @@ def test_tuning_rate_is_constant_in_reference_mode_and_decays_in_cosine(finetune
         assert per_epoch[0] == pytest.approx(0.0025) and all(a > b for a, b in zip(per_epoch, per_epoch[1:]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["darts", "fix_alpha", "balenas", "sdarts", "sgas", "snas"])
 def test_pt_tunes_the_supernet_of_every_search_method_with_its_own_step(algorithm, tiny8_data, tmp_path):
     """The search method is restored from the checkpoint and tunes between decisions:
@@ -444,6 +448,7 @@ def run_cli(params, supernet, data, out):
     )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_selection_then_rerun_resumes_to_the_same_decisions(s2_supernet, tiny8_data, tmp_path):
     params = select_params("pt", finetune_epochs=1)  # tuning between steps: optimiser, alpha and RNG must resume
     reference = run_cli(params, s2_supernet, tiny8_data, tmp_path / "ref")
@@ -486,6 +491,7 @@ def rewritten(checkpoint_path, tmp_path, change):
     return path
 
 
+@pytest.mark.slow
 def test_truncated_or_incompatible_supernet_is_rejected_naming_the_file(tiny_supernet, tiny8_data, tmp_path):
     params = full_options(select_params("pt"))
     out = tmp_path / "g" / "genotype.json"

@@ -149,6 +149,7 @@ def test_every_registered_space_has_a_tiny_scale():
     assert sorted(TINY_SCALE) == SPACES.names()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY_SCALE))
 def test_every_space_searches_and_round_trips(name, tiny_data, tmp_path):
     from conftest import search_params
@@ -296,6 +297,7 @@ def test_space_op_sets():
     assert get_space("s4").primitives == ("noise", "sep_conv_3x3")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["nb201", "proxyless"])
 def test_search_select_retrain_tables_chain_in_a_non_cell_space(name, tiny_data, tmp_path):
     from conftest import retrain_params, search_params

@@ -9,8 +9,9 @@ from pipeline.lazy import F, nn, torch
 from pipeline import runtime
 
 
-# (valid loss, valid acc %) of the supernet under the given op weights per cell type
-Validate = Callable[[dict[str, torch.Tensor]], tuple[float, float]]
+# (valid loss, valid acc %) of the supernet under the given op weights (a tensor per cell
+# type); spelt without torch so that the declaration imports none
+Validate = Callable[[dict[str, Any]], tuple[float, float]]
 
 
 class SearchMethod(ABC):

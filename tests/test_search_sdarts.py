@@ -51,6 +51,7 @@ def test_random_smoothing_noise_is_bounded_by_eps_and_stays_on_the_simplex():
     assert max(deviations) > eps / 2  # the noise is really there, at the scale of eps
 
 
+@pytest.mark.slow
 def test_adversarial_perturbation_stays_within_eps_on_the_simplex_and_raises_the_loss():
     _, model, method = build_method("sdarts", mode="adv")
     method.on_epoch_start(49, 50)

@@ -44,6 +44,7 @@ def test_exclude_ops_forbids_an_op():
     assert all(e["op"] != "skip_connect" for e in cells["normal"]["edges"])
 
 
+@pytest.mark.slow
 def test_select_cli_writes_genotype_with_provenance(tiny_data, tmp_path):
     supernet = run_search(search_params(settings={"epochs": 1}), tiny_data, tmp_path / "s", threads=1)
     out = tmp_path / "g" / "genotype.json"

@@ -22,8 +22,8 @@ from test_select_pt import run_cli as start_select
 from test_select_pt import s2_supernet  # noqa: F401 (fixture)
 from test_select_pt import select_params
 from test_spaces import DARTS_V2
-from test_transfer import genotype_file, tiny_imagenet  # noqa: F401 (fixtures)
-from test_transfer import transfer_params
+from test_stage_transfer import genotype_file, tiny_imagenet  # noqa: F401 (fixtures)
+from test_stage_transfer import transfer_params
 
 
 def write_genotype(path: Path) -> Path:
@@ -58,6 +58,7 @@ def assert_stopped_in_one_line(err: str, stage: str, signum, unit: str, done: in
     assert err.strip().splitlines()[-1].endswith("checkpoint/last.pt resumes it"), err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, PREEMPTED_EXIT), (signal.SIGINT, INTERRUPTED_EXIT)])
 def test_stop_signal_stops_search_at_the_epoch_checkpoint_and_the_rerun_matches(signum, exit_code, tiny_data, tmp_path):
     params = search_params(settings={"epochs": 3})
@@ -84,6 +85,7 @@ def test_stop_signal_stops_search_at_the_epoch_checkpoint_and_the_rerun_matches(
     assert artifacts.read_metrics(out / "metrics.h5").epochs["epoch"].tolist() == [0, 1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGUSR1, PREEMPTED_EXIT), (signal.SIGINT, INTERRUPTED_EXIT)])
 def test_stop_signal_stops_retrain_and_the_rerun_matches(signum, exit_code, tiny_data, tmp_path):
     space = get_space("darts")
@@ -115,6 +117,7 @@ def test_stop_signal_stops_retrain_and_the_rerun_matches(signum, exit_code, tiny
         assert torch.equal(tensor, ours[name]), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, PREEMPTED_EXIT), (signal.SIGINT, INTERRUPTED_EXIT)])
 def test_stop_signal_stops_pt_selection_after_a_step_and_the_rerun_matches(signum, exit_code, s2_supernet, tiny8_data, tmp_path):
     params = select_params("pt", finetune_epochs=1)  # tuning between steps: optimiser, alpha and RNG must resume
@@ -140,6 +143,7 @@ def test_stop_signal_stops_pt_selection_after_a_step_and_the_rerun_matches(signu
     assert artifacts.read_genotype(out / "genotype.json")["cells"] == artifacts.read_genotype(tmp_path / "ref" / "genotype.json")["cells"]
 
 
+@pytest.mark.slow
 def test_sigint_stops_transfer_at_the_epoch_checkpoint_and_the_rerun_matches(tiny_imagenet, genotype_file, tmp_path):
     from pipeline.stages.transfer import run_transfer
 
@@ -167,10 +171,11 @@ def test_sigint_stops_transfer_at_the_epoch_checkpoint_and_the_rerun_matches(tin
         assert torch.equal(tensor, ours[name]), name
 
 
+@pytest.mark.slow
 def test_ddp_ranks_stop_after_the_same_epoch_when_one_rank_is_signalled(tiny_data, tmp_path):
     """torchrun, 2 CPU ranks; only rank 0 gets SIGUSR1 after epoch 1. Both must stop there:
     a rank that went on alone would wait in the next all-reduce."""
-    from test_retrain import TORCHRUN, retrain_args
+    from test_stage_retrain import TORCHRUN, retrain_args
 
     space = get_space("darts")
     genotype = tmp_path / "genotype.json"
@@ -196,6 +201,7 @@ def test_stop_request_is_ignored_after_the_last_epoch_and_cleared_on_exit(tmp_pa
     check_stop(2, 3, tmp_path)  # outside the context nothing is pending
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04 truncated zip"])
 def test_a_corrupt_search_checkpoint_is_set_aside_with_a_warning_and_the_run_starts_afresh(content, tiny_data, tmp_path, capsys):
     params = search_params(settings={"epochs": 1})

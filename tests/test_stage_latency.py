@@ -331,6 +331,7 @@ def search(method, w_optimizer, steps, epoch=0, epochs=1, seed=0):
         method.train_step(batch_w, batch_a, w_optimizer, 0.05)
 
 
+@pytest.mark.slow
 def test_latency_constrained_search_ends_under_the_target_where_the_unconstrained_does_not():
     space, _, method, w_optimizer = make_unas(lambda_lat=0.0)
     low, high = method.latency.bounds_ms()
@@ -400,6 +401,7 @@ def test_resume_of_the_method_is_exact():
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_unas_latency_runs_in_the_search_loop_and_logs_latency(tiny_data, tmp_path):
     from conftest import search_params
     from pipeline.search.run import run_search

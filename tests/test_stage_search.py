@@ -56,6 +56,7 @@ def exact_unrolled_gradient(model, method, batch_w, batch_a, w_opt, lr, momentum
     return torch.autograd.grad(val_loss, list(method.alpha.values()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hvp_epsilon, rtol, atol", [(1e-6, 1e-4, 2e-6), (0.01, 1e-2, 5e-5)])
 def test_second_order_gradient_matches_autograd_double_backward(hvp_epsilon, rtol, atol):
     space, model, method = make_darts(order=2, hvp_epsilon=hvp_epsilon)
@@ -86,6 +87,7 @@ def test_first_order_gradient_is_the_validation_gradient():
         torch.testing.assert_close(g, w)
 
 
+@pytest.mark.slow
 def test_search_writes_checkpoint_and_metrics(tiny_data, tmp_path):
     params = search_params(settings={"epochs": 2})
     path = run_search(params, tiny_data, tmp_path, threads=1)
@@ -147,6 +149,7 @@ RESUME_CASES = {
 RESUME_SETTINGS = {"pc_darts": {"partial_channels": 2}}  # K=2 of the 2 initial channels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RESUME_CASES))
 def test_sigkill_mid_search_then_rerun_resumes_to_the_same_result(tiny_data, tmp_path, name):
     options, derive = RESUME_CASES[name]
@@ -185,6 +188,7 @@ def test_sigkill_mid_search_then_rerun_resumes_to_the_same_result(tiny_data, tmp
             assert np.array_equal(values, metrics.epochs[key], equal_nan=True), key  # UNAS pads with NaN
 
 
+@pytest.mark.slow
 def test_resume_ignores_a_checkpoint_made_with_other_parameters(tiny_data, tmp_path, monkeypatch):
     from pipeline.training import loop
 

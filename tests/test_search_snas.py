@@ -182,6 +182,7 @@ def test_child_network_drops_edges_whose_argmax_is_none(tmp_path):
         parse_argmax(SPACE, {"normal": all_none, "reduce": reduce})
 
 
+@pytest.mark.slow
 def test_cost_pushes_alpha_towards_cheap_ops():
     """With the cost dominating, each estimator moves probability to 'none' (free)."""
     for estimator in ("reparameterized", "analytic", "policy_gradient"):
@@ -202,6 +203,7 @@ def test_cost_pushes_alpha_towards_cheap_ops():
         assert after > before + 0.1, estimator
 
 
+@pytest.mark.slow
 def test_snas_search_runs_and_trains_alpha(tiny_data, tmp_path):
     params = search_params(options={"algorithm": "snas"}, settings={"epochs": 2})
     checkpoint = artifacts.load_checkpoint(run_search(params, tiny_data, tmp_path, threads=1), "supernet")

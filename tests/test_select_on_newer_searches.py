@@ -22,6 +22,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", list(CASES))
 def test_pt_and_magnitude_select_from_the_supernet(algorithm, tiny8_data, tmp_path):
     options, settings = CASES[algorithm]

@@ -63,6 +63,7 @@ def retrain_args(params, genotype, data, out):
     return ["retrain", "--params", json.dumps(params), "--genotype", str(genotype), "--data", str(data), "--out-dir", str(out), "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_retrain_resumes_after_sigkill_with_the_same_results(two_epochs, tiny_data, genotype_file, tmp_path):
     params = retrain_params(epochs=2)
     full, full_dir = two_epochs
@@ -91,6 +92,7 @@ def test_cifar100_gets_its_own_drop_path_through_the_config():
     assert cifar10["drop_path_prob"] == 0.2 and "per_dataset" not in cifar10 and "gpus" not in cifar10
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_follow_the_one_process_trajectory_and_resume(tiny_data, genotype_file, tmp_path):
     """gloo, 2 ranks, each a shard of every global batch (25 does not split evenly), BN over
     the global batch; killed after epoch 1 and resumed. No drop-path: its masks are drawn

@@ -136,6 +136,7 @@ def test_unknown_picture_format_is_rejected(v2_genotype, tmp_path):
         render_genotype(v2_genotype, tmp_path / "v2.txt")
 
 
+@pytest.mark.slow
 def test_draw_genotype_cli(v2_genotype, tmp_path):
     path = tmp_path / "genotype.json"
     artifacts.write_genotype(path, {"space": "darts", "cells": v2_genotype["cells"]}, v2_genotype["provenance"])

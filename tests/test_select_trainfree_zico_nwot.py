@@ -10,7 +10,7 @@ from torch import nn
 
 from pipeline.select import trainfree
 from pipeline.select.trainfree import TrainFree, nwot, zico
-from test_trainfree import SPACE, context, options
+from test_select_trainfree import SPACE, context, options
 
 
 def tiny_net() -> nn.Module:

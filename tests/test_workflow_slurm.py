@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO
 from pipeline import artifacts
 from pipeline.config import deep_merge
-from test_workflow import BIN, TARGET, TINY, copy_project, env
+from test_workflow_end_to_end import BIN, TARGET, TINY, copy_project, env
 
 pytestmark = pytest.mark.slow
 

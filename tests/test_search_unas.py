@@ -151,6 +151,7 @@ def test_alpha_frozen_during_warmup_then_trained_with_either_estimator():
         assert (method.baseline is not None) == (estimator == "reinforce")
 
 
+@pytest.mark.slow
 def test_unas_search_runs_with_adam_weights(tiny_data, tmp_path):
     params = search_params(options={"algorithm": "unas", "warmup_epochs": 1, "per_sample": False}, settings={"space": "unas", "epochs": 2, "batch_size": 20})
     checkpoint = artifacts.load_checkpoint(run_search(params, tiny_data, tmp_path, threads=1), "supernet")

@@ -32,6 +32,7 @@ def nb201_search(tiny_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_epoch_records_the_ground_truth_of_the_magnitude_parse_of_its_alphas(nb201_search):
     metrics = artifacts.read_metrics(nb201_search / "metrics.h5")
     space = get_space("nb201")
@@ -62,12 +63,14 @@ def test_the_dataset_chooses_the_column_and_others_record_nothing():
     assert ground_truth_row(get_space("darts"), {"normal": torch.rand(14, 8), "reduce": torch.rand(14, 8)}, "cifar10") == {}
 
 
+@pytest.mark.slow
 def test_a_darts_search_records_no_ground_truth(tiny_data, tmp_path):
     run_search(search_params(settings={"epochs": 1}), tiny_data, tmp_path, threads=1)
     metrics = artifacts.read_metrics(tmp_path / "metrics.h5")
     assert "benchmark_test_acc" not in metrics.epochs and "benchmark_test_acc" not in metrics.summary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["magnitude", "trainfree"])
 def test_a_selected_nb201_cell_carries_its_ground_truth(nb201_search, tiny_data, tmp_path, method):
     from pipeline import select
@@ -85,6 +88,7 @@ def test_a_selected_nb201_cell_carries_its_ground_truth(nb201_search, tiny_data,
         assert np.isclose(record["benchmark_test_acc"], last)
 
 
+@pytest.mark.slow
 def test_the_ground_truth_plot_reads_the_records_and_the_picks(nb201_search, tiny_data, tmp_path):
     import subprocess
     import sys

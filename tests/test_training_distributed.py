@@ -1,4 +1,4 @@
-"""Pieces of the DDP set-up that run in one process (the two-process runs are in test_retrain)."""
+"""Pieces of the DDP set-up that run in one process (the two-process runs are in test_stage_retrain)."""
 
 import torch
 from torch import nn

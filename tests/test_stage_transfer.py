@@ -182,6 +182,7 @@ def test_resolution_too_small_for_the_auxiliary_head_is_a_config_error(tiny_imag
 # ---------------------------------------------------------------- the stage end to end
 
 
+@pytest.mark.slow
 def test_transfer_cli_trains_reports_and_resumes_after_sigkill(tiny_imagenet, genotype_file, tmp_path):
     params = transfer_params(tiny_imagenet, init_channels="auto")
     full = transfer_cli(params, genotype_file, tmp_path / "a")
@@ -216,6 +217,7 @@ def test_transfer_cli_trains_reports_and_resumes_after_sigkill(tiny_imagenet, ge
     assert row["search_cost_unit"] == "GPU-days" and len(table) == 1
 
 
+@pytest.mark.slow
 def test_transfer_cli_names_a_missing_folder(genotype_file, tmp_path):
     params = transfer_params(tmp_path / "nowhere")
     result = transfer_cli(params, genotype_file, tmp_path / "out")

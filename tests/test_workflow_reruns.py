@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from test_workflow import BIN, copy_project, env
+from test_workflow_end_to_end import BIN, copy_project, env
 
 pytestmark = pytest.mark.slow
 

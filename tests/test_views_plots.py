@@ -49,6 +49,7 @@ def test_search_figures_curves_and_softmax_alpha_per_edge(tmp_path):
     assert "c_{k-2} → 4" not in alpha  # no such edge: nodes run 0..3
 
 
+@pytest.mark.slow
 def test_method_scalars_and_differing_weights_get_their_own_figures(tmp_path):
     written = plots.plot_metrics(search_metrics(tmp_path / "metrics.h5", temperature=0.5), tmp_path / "plots")
     names = sorted(p.name for p in written)

@@ -3,12 +3,13 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from pipeline import artifacts, runtime
 from pipeline.views.display import cell_ascii, genotype_ascii, table_html, table_text
 from pipeline.views.pictures import cell_graph, genotype_graphs
 from pipeline.spaces import get_space
-from test_pictures import NB201_CELL
+from test_views_pictures import NB201_CELL
 from test_spaces import DARTS_V2
 
 
@@ -62,6 +63,7 @@ def test_table_text_aligns_the_main_columns():
     assert table_text(nb201, width=400).splitlines()[2].endswith("CPU-hours  93.76 ± 0.00")
 
 
+@pytest.mark.slow
 def test_show_table_cli(tmp_path):
     path = tmp_path / "cifar10.csv"
     artifacts.write_table(path, TABLE)
@@ -97,6 +99,7 @@ def html_rows(text: str) -> list[list[tuple[str, str]]]:
     return [re.findall(r'<td(?: class="(\w+)")?>(.*?)</td>', row) for row in body.split("</tr>") if "<td" in row]
 
 
+@pytest.mark.slow
 def test_html_table_shows_numbers_as_numbers_and_leaves_missing_ones_empty(tmp_path):
     nb201_row = TABLE.iloc[[0]].assign(
         space="nb201", search_method="darts_1st_nb201", selection_method="pt<x>", test_error="", test_error_mean=float("nan"),

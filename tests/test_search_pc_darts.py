@@ -152,6 +152,7 @@ def test_partial_channels_need_a_cell_space_and_a_divisor_of_init_channels(tmp_p
     _check_partial_channels({**SEARCH_SETTINGS, "init_channels": 16, "partial_channels": 4}, key_of)
 
 
+@pytest.mark.slow
 def test_bench_times_pc_darts_on_the_partial_channels_its_config_block_sets():
     import sys
     from pathlib import Path

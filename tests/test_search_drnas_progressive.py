@@ -29,6 +29,7 @@ def drnas_options(**changes):
     return method_options(METHODS, {"algorithm": "drnas", **changes}, "options")
 
 
+@pytest.mark.slow
 def test_widening_keeps_each_mixed_ops_function_in_fp64():
     """op'(x[:, m]) == op(x)[:, m] for every op of every edge (normal and reduction), with
     BN on batch and on running statistics; the optimiser follows the new parameters."""
@@ -145,6 +146,7 @@ def test_stage_schedule_and_its_config_checks():
             DrNAS.check_options(drnas_options(progressive=stages), settings)
 
 
+@pytest.mark.slow
 def test_search_runs_its_stages(tiny_data, tmp_path):
     """Each epoch trains at its stage's K and op set; the architecture warms up per stage."""
     params = search_params(settings={"epochs": 3, "subset_per_class": 4, "batch_size": 10, "partial_channels": 1})
@@ -173,6 +175,7 @@ def _cli(params, data, out_dir, kill_epoch=None):
     )
 
 
+@pytest.mark.slow
 def test_sigkill_across_stage_boundaries_resumes_to_the_same_genotype(tiny_data, tmp_path):
     """Killed after epoch 1 (pruned, not yet widened) and after epoch 2 (widened to K=1):
     the rerun rebuilds its stage's supernet from the checkpoint and ends where an
@@ -203,6 +206,7 @@ def test_sigkill_across_stage_boundaries_resumes_to_the_same_genotype(tiny_data,
             assert torch.equal(a["method"]["alpha"][kind], b["method"]["alpha"][kind])
 
 
+@pytest.mark.slow
 def test_magnitude_and_pt_select_from_a_progressive_supernet(tiny8_data, tmp_path):
     from pipeline.select.run import run_select
     from test_select_pt import assert_two_inputs_per_node, full_options, select_params
