@@ -120,9 +120,12 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def build_method(algorithm: str, seed: int = 0, channels: int = 4, layers: int = 3, space: str = "darts", settings: dict | None = None, **options):
+def build_method(
+    algorithm: str, seed: int = 0, channels: int = 4, layers: int = 3, space: str = "darts", settings: dict | None = None, validate=None, **options
+):
     """A search method on a small supernet, options defaulted from its schema: (space, model, method).
-    ``settings`` change the search settings the method sees (SEARCH_SETTINGS in ``space``)."""
+    ``settings`` change the search settings the method sees (SEARCH_SETTINGS in ``space``);
+    ``validate`` is the search loop's validation, given at construction."""
     from pipeline.config import method_options
     from pipeline.search import METHODS
     from pipeline.spaces import get_space
@@ -132,7 +135,7 @@ def build_method(algorithm: str, seed: int = 0, channels: int = 4, layers: int =
     model = cell_space.build_supernet(channels, layers, 10)
     resolved = method_options(METHODS, {"algorithm": algorithm, **options}, "options")
     settings = {**SEARCH_SETTINGS, "space": space, **(settings or {})}
-    method = METHODS.get(algorithm)(cell_space, model, resolved, settings, torch.device("cpu"), "none")
+    method = METHODS.get(algorithm)(cell_space, model, resolved, settings, torch.device("cpu"), "none", validate=validate)
     return cell_space, model, method
 
 

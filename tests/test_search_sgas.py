@@ -137,23 +137,25 @@ def test_sgas_pt_keeps_the_op_whose_removal_hurts_validation_most():
     has the largest alpha on the decided edge; the validation says the conv matters."""
     decided = {}
     for op_selection in ("magnitude", "pt"):
-        space, _, method = build_method("sgas", op_selection=op_selection)
-        ops = space.primitives
-        with torch.no_grad():
-            method.alpha["normal"].zero_()
-            method.alpha["normal"][0, ops.index("skip_connect")] = 3.0
-            method.alpha["normal"][0, ops.index("sep_conv_3x3")] = 2.0
+        built = {}
         seen = []
 
-        def validate(weights, method=method):
-            before = method.eval_weights()
+        def validate(weights, built=built, seen=seen):
+            ops = built["space"].primitives
+            before = built["method"].eval_weights()
             changed = (weights["normal"] != before["normal"]).nonzero().tolist()
             assert len(changed) == 1 and weights["normal"][tuple(changed[0])] == 0  # one op removed, the rest kept
             assert torch.equal(weights["reduce"], before["reduce"])
             seen.append(tuple(changed[0]))
             return 1.0, 20.0 if changed[0] == [0, ops.index("sep_conv_3x3")] else 60.0
 
-        method.validate = validate
+        space, _, method = build_method("sgas", validate=validate, op_selection=op_selection)
+        built.update(space=space, method=method)
+        ops = space.primitives
+        with torch.no_grad():
+            method.alpha["normal"].zero_()
+            method.alpha["normal"][0, ops.index("skip_connect")] = 3.0
+            method.alpha["normal"][0, ops.index("sep_conv_3x3")] = 2.0
         decided[op_selection] = method.decide("normal")
         if op_selection == "pt":
             assert seen == [(0, k) for k, name in enumerate(ops) if name != "none"]  # every non-none op of that edge
