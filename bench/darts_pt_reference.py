@@ -42,8 +42,9 @@ zero-weight ops are skipped as in our supernet, which flatters the reference sli
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -111,7 +111,7 @@ class Network(nn.Module):
     def arch_parameters(self):
         return [self.alphas_normal, self.alphas_reduce]
 
-    def new(self) -> "Network":
+    def new(self) -> Network:
         fresh = Network(*self.args).to(self.classifier.weight.device)
         for mine, theirs in zip(fresh.arch_parameters(), self.arch_parameters()):
             mine.data = theirs.data.clone()  # plain tensors: .to() above left them on the CPU

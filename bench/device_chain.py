@@ -51,7 +51,8 @@ def main() -> None:
     seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else config["seeds"]
     dataset = config["dataset"]
     root = Path(args.root)
-    place = lambda key, **keys: root / Path(PATHS[key].format(dataset=dataset, **keys)).relative_to("results")
+    def place(key, **keys):
+        return root / Path(PATHS[key].format(dataset=dataset, **keys)).relative_to("results")
     logs = root / "logs"
     threads = ["--threads", str(args.threads)]
 

@@ -20,8 +20,8 @@ import torch
 from torch.utils import benchmark
 
 from pipeline import runtime
-from pipeline.training.data import Augment, BatchLoader
 from pipeline.spaces import get_space
+from pipeline.training.data import Augment, BatchLoader
 from pipeline.training.steps import auxiliary_criterion, train_epoch
 
 DARTS_V2 = (

@@ -250,7 +250,7 @@ def main() -> None:
                 if s in method_steps(variants[name][0]):
                     jobs.append({**common, "impl": "ours", "method": name, "step": s, "channels_last": args.channels_last == "on", "amp": amp})
         label = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-        load = "" if cuda else ", load average %.1f" % os.getloadavg()[0]
+        load = "" if cuda else f", load average {os.getloadavg()[0]:.1f}"
         print(
             f"\nsearch step on {label}: C={channels}, {layers} cells, batch {batch}; ours channels_last="
             f"{args.channels_last}, amp {amp}; torch {torch.__version__}{load}; {args.clock} clock"

@@ -53,13 +53,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import darts_pt_reference as ref  # noqa: E402
-
-from pipeline.training.data import Augment, BatchLoader  # noqa: E402
 from pipeline.search import METHODS as SEARCH_METHODS  # noqa: E402
 from pipeline.select.base import DecisionLog  # noqa: E402
 from pipeline.select.pt import PT_OPTIONS, PerturbationSelection  # noqa: E402
 from pipeline.select.supernet_eval import ProjectedSupernet, evaluate_weight_sets  # noqa: E402
 from pipeline.spaces import get_space  # noqa: E402
+from pipeline.training.data import Augment, BatchLoader  # noqa: E402
 
 SPACE = "darts_nonone"
 EDGES, OPS, OP_STEPS, TOPO_STEPS = 14, 7, 14, 3
@@ -189,7 +188,6 @@ def main() -> None:
     states = {"0% decided": (0.0, False), "50% decided": (0.5, False), "all decided, pruned": (1.0, True)}
     rows = {}
     for label, (fraction, prune) in states.items():
-        measured = {}
         # -- the reference
         model = copy.deepcopy(base_model)
         alpha = {k: a.clone().requires_grad_(True) for k, a in base_alpha.items()}
@@ -201,7 +199,7 @@ def main() -> None:
         for kind in space.cell_types:
             edge = ([e for e in range(EDGES) if reference.undecided[kind][e]] or list(range(EDGES)))[0]
             sets = without_each_op(reference.weights(), kind, edge)
-            per_kind.append(clock.best(lambda: [reference.score(ws) for ws in sets], args.repeats) / len(sets) / n)
+            per_kind.append(clock.best(lambda reference=reference, sets=sets: [reference.score(ws) for ws in sets], args.repeats) / len(sets) / n)
         ref_row = {"eval": sum(per_kind) / len(per_kind)}
         saved = {k: v.clone() for k, v in model.state_dict().items()}
         ref_row["tune"] = clock.best(reference.tune_epoch, 1) / n
@@ -223,11 +221,14 @@ def main() -> None:
         for kind in space.cell_types:
             edge = (net.undecided(kind) or list(range(EDGES)))[0]
             sets = without_each_op(weights, kind, edge)
-            run = lambda: evaluate_weight_sets(model, valid, sets, device, args.amp, "batch", ref.REFERENCE_BATCH)
+
+            def run(model=model, valid=valid, sets=sets):
+                return evaluate_weight_sets(model, valid, sets, device, args.amp, "batch", ref.REFERENCE_BATCH)
+
             per_kind.append(clock.best(run, args.repeats) / len(sets) / n)
         ours_row = {"eval": sum(per_kind) / len(per_kind)}
         method.w_optimizer = torch.optim.SGD(model.parameters(), lr=0.0025, momentum=0.9, weight_decay=3e-4)
-        ours_row["tune"] = clock.best(lambda: tune_epoch_ours(method, loader_w, loader_a), 1) / n
+        ours_row["tune"] = clock.best(lambda method=method, loader_w=loader_w, loader_a=loader_a: tune_epoch_ours(method, loader_w, loader_a), 1) / n
         rows[label] = {"reference": ref_row, "ours": ours_row}
         print_state(label, rows[label])
 
@@ -280,7 +281,8 @@ def project(rows, images, where):
 def compare_decisions(space, base_model, base_alpha, reference_data, valid, device, args):
     """Whole selections without tuning from the same state, our edge order on both sides."""
     kinds = list(space.cell_types)
-    pick = lambda step, kind, choices: int(np.random.default_rng([args.seed, step, kinds.index(kind)]).choice(choices))
+    def pick(step, kind, choices):
+        return int(np.random.default_rng([args.seed, step, kinds.index(kind)]).choice(choices))
     outcomes = {}
     for scoring in ("fixed", "darts-pt"):
         alpha = {k: a.clone().requires_grad_(True) for k, a in base_alpha.items()}

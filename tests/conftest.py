@@ -142,3 +142,49 @@ def build_method(
 def random_batch(seed: int = 0, size: int = 8, resolution: int = 16):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(size, 3, resolution, resolution, generator=g), torch.randint(0, 10, (size,), generator=g)
+
+
+# Module-scoped fixtures shared by several test files (pytest finds them here).
+
+
+@pytest.fixture(scope="module")
+def s2_supernet(tiny8_data, tmp_path_factory):
+    """A supernet of RobustDARTS' S2 (skip_connect, sep_conv_3x3): the cheapest to fine-tune."""
+    from pipeline.search.run import run_search
+
+    params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10, "eval_batch_size": 10, "space": "s2"})
+    return run_search(params, tiny8_data, tmp_path_factory.mktemp("search_s2"), threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_imagenet(tmp_path_factory):
+    """ImageFolder directories: 10 classes, 6 train and 3 test images each, as PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.stages.data import balanced_subset, read_imagefolder
+
+    root = tmp_path_factory.mktemp("imagenet")
+    for split, per_class in (("train", 6), ("test", 3)):
+        images, names = read_imagefolder(DEMO_TAR, split)
+        classes = sorted(set(names))
+        labels = np.array([classes.index(name) for name in names])
+        for index in balanced_subset(labels, per_class, seed=0):
+            folder = root / split / names[index]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[index]).save(folder / f"{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def genotype_file(tmp_path_factory):
+    from pipeline import artifacts
+    from pipeline.spaces import get_space
+    from test_spaces import DARTS_V2
+
+    space = get_space("darts")
+    path = tmp_path_factory.mktemp("genotype") / "genotype.json"
+    provenance = {"search_method": "darts_2nd", "selection_method": "magnitude", "search_seconds": 86400.0,
+                  "select_seconds": 0.0, "search_device": "cuda:0", "seed": 0, "params": {"dataset": "cifar10"}}
+    artifacts.write_genotype(path, {"space": "darts", "cells": space.from_text(DARTS_V2)}, provenance)
+    return path

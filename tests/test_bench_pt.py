@@ -120,7 +120,8 @@ def test_reference_and_our_pt_make_the_same_decisions_on_the_same_states_and_dat
     ours_scores = [[c["score"] for c in record.candidates if c["decision"] == i] for i, d in enumerate(record.decisions) if d["kind"] == "op"]
     theirs_scores = [d["scores"] for d in reference.decisions if d["what"] == "op"]
     assert len(ours_scores) == 28 and [len(s) for s in ours_scores] == [7] * 28
-    flat = lambda scores: [x for row in scores for x in row]
+    def flat(scores):
+        return [x for row in scores for x in row]
     assert flat(ours_scores) == (flat(theirs_scores) if crit == "acc" else pytest.approx(flat(theirs_scores), rel=1e-5))
     # topology: ours scores each edge of a node once, the reference every round; first rounds agree
     ours_edges = [[c["score"] for c in record.candidates if c["decision"] == i] for i, d in enumerate(record.decisions) if d["kind"] == "edge"]

@@ -23,7 +23,6 @@ from pipeline import artifacts
 from pipeline.config import method_options
 from pipeline.search import METHODS
 
-
 # ---------------------------------------------------------------- a tiny search, step by step
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import build_method, random_batch
-from pipeline.search.balenas import VariationalAdam
+from pipeline.search.variational_adam import VariationalAdam
 
 
 def test_variational_adam_steps_follow_the_formulas():

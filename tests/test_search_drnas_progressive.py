@@ -16,9 +16,9 @@ from pipeline.config import ConfigError, method_options
 from pipeline.search import METHODS
 from pipeline.search.drnas import DrNAS, concentration
 from pipeline.search.run import run_search
+from pipeline.search.widen import edge_plans, widen_supernet
 from pipeline.select.magnitude import parse_magnitude
 from pipeline.spaces import get_space
-from pipeline.search.widen import edge_plans, widen_supernet
 
 KILLER = Path(__file__).with_name("kill_after_epoch.py")
 # Three stages: K=2 with all ops; K=2 with 4 ops per edge (pruning only); K=1 with 2 ops.

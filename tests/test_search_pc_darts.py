@@ -2,13 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import SEARCH_SETTINGS, build_method, random_batch
+from conftest import SEARCH_SETTINGS, random_batch
 from pipeline.config import ConfigError
-from pipeline.search.supernet_training import build_supernet
+from pipeline.nets.supernet import MixedOp, active_ops, channel_shuffle
 from pipeline.search.pc_darts import PcDarts, edge_normalisation
+from pipeline.search.supernet_training import build_supernet
 from pipeline.spaces import get_space
 from pipeline.spaces.cell import DARTS_PRIMITIVES
-from pipeline.nets.supernet import MixedOp, channel_shuffle, active_ops
 
 OPS = list(DARTS_PRIMITIVES)
 ALL = [k for k, name in enumerate(OPS) if name != "none"]
@@ -90,7 +90,7 @@ def test_edge_normalisation_is_a_softmax_over_each_nodes_inputs():
     beta = torch.randn(14)
     normed = edge_normalisation(beta, nodes)
     start = 0
-    for node, count in [(2, 2), (3, 3), (4, 4), (5, 5)]:
+    for _node, count in [(2, 2), (3, 3), (4, 4), (5, 5)]:
         torch.testing.assert_close(normed[start : start + count], F.softmax(beta[start : start + count], 0))
         start += count
 
@@ -137,7 +137,7 @@ def test_search_step_trains_alpha_and_beta_after_warmup_only():
     method.on_epoch_start(1, 3)
     method.train_step(random_batch(0), random_batch(1), w_opt, 0.025)
     assert all(not torch.equal(before[k], a) for k, a in method.alpha.items())
-    for kind, w in method.eval_weights().items():  # op weights of a node's inputs sum to 1 over the node
+    for _kind, w in method.eval_weights().items():  # op weights of a node's inputs sum to 1 over the node
         torch.testing.assert_close(w[:2].sum(), torch.tensor(1.0))
 
 

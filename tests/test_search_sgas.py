@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 from conftest import SEARCH_SETTINGS, build_method, random_batch
 from pipeline.config import ConfigError
-from pipeline.search.sgas import SGAS
-from pipeline.search.sgas import PRUNED, UNDECIDED, edge_scores
+from pipeline.search.sgas import PRUNED, SGAS, UNDECIDED, edge_scores
 from pipeline.select.magnitude import parse_magnitude
 
 

@@ -121,7 +121,7 @@ def test_same_seed_same_decisions_and_other_seeds_change_only_the_order():
     first, again = run_toy(seed=0), run_toy(seed=0)
     assert first[0] == again[0] and first[1].decisions == again[1].decisions and first[1].candidates == again[1].candidates
     orders = set()
-    for seed, (cells, record) in runs.items():
+    for _seed, (cells, record) in runs.items():
         assert cells == first[0]  # on this supernet every decision is order-independent
         orders.add(tuple((d["cell_type"], d["edge"]) for d in record.decisions))
     assert len(orders) > 1  # ... but the seed sets the order
@@ -227,13 +227,6 @@ def test_tuning_plans_put_the_decisions_at_darts_pts_epochs():
 
 
 # ---------------------------------------------------------------- the real supernet
-
-
-@pytest.fixture(scope="module")
-def s2_supernet(tiny8_data, tmp_path_factory):
-    """A supernet of RobustDARTS' S2 (skip_connect, sep_conv_3x3): the cheapest to fine-tune."""
-    params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10, "eval_batch_size": 10, "space": "s2"})
-    return run_search(params, tiny8_data, tmp_path_factory.mktemp("search_s2"), threads=1)
 
 
 def darts_method(space, model):

@@ -1,8 +1,7 @@
 """Train-free selection: the proxies (SynFlow, SNIP, GraSP), sampling, determinism."""
 
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,8 +92,8 @@ def test_synflow_selection_needs_no_data(tiny_supernet, tmp_path):
 
 @pytest.mark.parametrize("proxy, function", [("snip", snip), ("grasp", grasp)])
 def test_snip_and_grasp_score_every_sample_on_one_batch(proxy, function, tiny_supernet, tiny8_data, monkeypatch):
-    from pipeline.training import data as data_module
     from pipeline.select import trainfree
+    from pipeline.training import data as data_module
 
     made = []
     original = data_module.BatchLoader._batch

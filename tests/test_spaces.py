@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from pipeline.nets.counting import count_multiply_adds, count_parameters
+from pipeline.nets.supernet import MixedOp
 from pipeline.registry import UnknownNameError
 from pipeline.spaces import SPACES, get_space
-from pipeline.nets.supernet import MixedOp
 
 DARTS_V2 = (
     "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
@@ -77,7 +77,8 @@ def test_genotype_texts_with_inputs_in_index_order_read_as_before():
     cells = space.from_text(DARTS_V2)
     swapped = DARTS_V2.replace("('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)", "('skip_connect', 2), ('max_pool_3x3', 1), ('skip_connect', 2)")
     other = space.from_text(swapped)
-    key = lambda cell: sorted((e["node"], e["input"], e["op"]) for e in cell["edges"])
+    def key(cell):
+        return sorted((e["node"], e["input"], e["op"]) for e in cell["edges"])
     assert all(key(cells[kind]) == key(other[kind]) for kind in space.cell_types)
     assert other["reduce"]["edges"][6:] == [{"node": 5, "input": 1, "op": "max_pool_3x3"}, {"node": 5, "input": 2, "op": "skip_connect"}]
     assert space.to_text(other) != space.to_text(cells) and space.from_text(space.to_text(other)) == other
@@ -302,9 +303,9 @@ def test_space_op_sets():
 def test_search_select_retrain_tables_chain_in_a_non_cell_space(name, tiny_data, tmp_path):
     from conftest import retrain_params, search_params
     from pipeline.benchmarks import nb201
-    from pipeline.stages.retrain import run_retrain
     from pipeline.search.run import run_search
     from pipeline.select.run import run_select
+    from pipeline.stages.retrain import run_retrain
     from pipeline.stages.tables import build_table
 
     channels, layers = TINY_SCALE[name]
@@ -348,7 +349,8 @@ def test_capability_flags_match_what_the_space_builds(name):
 
 def test_space_declarations_agree_with_the_networks_they_build():
     """Constants the torch-free declarations spell out themselves match the network modules."""
-    from pipeline.nets import nb201 as nb201_net, proxyless as proxyless_net
+    from pipeline.nets import nb201 as nb201_net
+    from pipeline.nets import proxyless as proxyless_net
 
     assert get_space("nb201").edges() == [(n, s) for n in range(1, nb201_net.NB201_NODES) for s in range(n)]
     space = get_space("proxyless")

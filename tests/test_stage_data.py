@@ -1,7 +1,5 @@
-import io
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
@@ -10,9 +8,9 @@ from PIL import Image
 
 from conftest import DEMO_TAR
 from pipeline import artifacts
-from pipeline.stages.data import balanced_subset, prepare_dataset, read_imagefolder
 from pipeline.errors import DataSourceError
-from pipeline.training.data import BatchLoader, Augment, cutout, load_prepared, random_crop_flip, stratified_split
+from pipeline.stages.data import balanced_subset, prepare_dataset, read_imagefolder
+from pipeline.training.data import Augment, BatchLoader, cutout, load_prepared, random_crop_flip, stratified_split
 
 
 def make_folder(root, split, classes=("b_cat", "a_dog"), per_class=3, size=8):

@@ -15,12 +15,12 @@ import yaml
 
 from conftest import REPO, RUNTIME, SEARCH_SETTINGS
 from pipeline import artifacts
-from pipeline.stages import latency
-from pipeline.config import ConfigError, load_config, method_options, stage_params
 from pipeline.benchmarks import latency as latency_tables
 from pipeline.benchmarks.latency import LatencyError, ProxylessLatency
+from pipeline.config import ConfigError, load_config, method_options, stage_params
 from pipeline.search import METHODS
 from pipeline.spaces import get_space
+from pipeline.stages import latency
 
 BASE = [REPO / "config" / "config.yaml", REPO / "config" / "demo.yaml"]
 PIXEL1 = yaml.safe_load((resources.files("pipeline") / "benchmarks" / "pixel1_mobile_lut.yaml").read_text())

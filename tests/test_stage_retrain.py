@@ -9,8 +9,8 @@ import pytest
 from conftest import REPO, retrain_params
 from pipeline import artifacts
 from pipeline.nets.counting import count_parameters
-from pipeline.stages.retrain import run_retrain
 from pipeline.spaces import get_space
+from pipeline.stages.retrain import run_retrain
 from test_spaces import DARTS_V2
 
 KILLER = Path(__file__).with_name("kill_after_epoch.py")

@@ -7,20 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import DEMO_TAR
 from pipeline import artifacts
 from pipeline.config import ConfigError
 from pipeline.nets.counting import count_parameters
-from pipeline.stages.data import balanced_subset, read_imagefolder
 from pipeline.spaces import get_space
-from pipeline.training.streaming import ImageFolderStream, eval_transform, image_folder, train_transform
 from pipeline.stages.tables import run_tables
 from pipeline.stages.transfer import choose_init_channels, imagenet_multiply_adds, peak_lr, warmup_cosine
+from pipeline.training.streaming import ImageFolderStream, eval_transform, image_folder, train_transform
 from test_spaces import DARTS_V2
 
 KILLER = Path(__file__).with_name("kill_after_epoch.py")
@@ -46,31 +42,6 @@ SETTINGS = {
     "eval_batch_size": 32,
     "workers": 0,
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_imagenet(tmp_path_factory):
-    """ImageFolder directories: 10 classes, 6 train and 3 test images each, as PNG."""
-    root = tmp_path_factory.mktemp("imagenet")
-    for split, per_class in (("train", 6), ("test", 3)):
-        images, names = read_imagefolder(DEMO_TAR, split)
-        classes = sorted(set(names))
-        labels = np.array([classes.index(name) for name in names])
-        for index in balanced_subset(labels, per_class, seed=0):
-            folder = root / split / names[index]
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(images[index]).save(folder / f"{index}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def genotype_file(tmp_path_factory):
-    space = get_space("darts")
-    path = tmp_path_factory.mktemp("genotype") / "genotype.json"
-    provenance = {"search_method": "darts_2nd", "selection_method": "magnitude", "search_seconds": 86400.0,
-                  "select_seconds": 0.0, "search_device": "cuda:0", "seed": 0, "params": {"dataset": "cifar10"}}
-    artifacts.write_genotype(path, {"space": "darts", "cells": space.from_text(DARTS_V2)}, provenance)
-    return path
 
 
 def transfer_params(root, seed=0, **settings):
@@ -251,8 +222,8 @@ def test_dvc_yaml_gets_transfer_stages_only_when_enabled(tiny_imagenet, tmp_path
     assert source["train"] in stage["deps"] and "results/params/code/transfer.json" in stage["deps"]
     assert stages["transfer_tables_imagenet"]["outs"] == ["results/tables/imagenet.csv"]
     # The job's parameters file holds the transfer settings, not how it is launched.
-    from pipeline.planning.codedeps import stage_code
     from pipeline.config import load_config
+    from pipeline.planning.codedeps import stage_code
     from pipeline.planning.jobs import job_files
 
     files = job_files(load_config([*base, str(overlay)]))

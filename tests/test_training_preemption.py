@@ -14,15 +14,13 @@ import torch
 
 from conftest import retrain_params, search_params
 from pipeline import artifacts
-from pipeline.stages.retrain import run_retrain
 from pipeline.search.run import run_search
 from pipeline.spaces import get_space
+from pipeline.stages.retrain import run_retrain
 from pipeline.training.signals import INTERRUPTED_EXIT, PREEMPTED_EXIT, check_stop, stop_on_signal
 from test_select_pt import run_cli as start_select
-from test_select_pt import s2_supernet  # noqa: F401 (fixture)
 from test_select_pt import select_params
 from test_spaces import DARTS_V2
-from test_stage_transfer import genotype_file, tiny_imagenet  # noqa: F401 (fixtures)
 from test_stage_transfer import transfer_params
 
 

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from pipeline import artifacts, runtime
+from pipeline.spaces import get_space
 from pipeline.views.display import cell_ascii, genotype_ascii, table_html, table_text
 from pipeline.views.pictures import cell_graph, genotype_graphs
-from pipeline.spaces import get_space
-from test_views_pictures import NB201_CELL
 from test_spaces import DARTS_V2
+from test_views_pictures import NB201_CELL
 
 
 def test_darts_v2_normal_cell_in_ascii():

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from pipeline import artifacts
+from pipeline.spaces import get_space
 from pipeline.views import pictures
 from pipeline.views.pictures import PictureError, cell_graph, dot_source, genotype_graphs, render_genotype
-from pipeline.spaces import get_space
 from test_spaces import DARTS_V2
 
 # The DARTS-V2 cells as drawn in the DARTS paper (Liu et al., 2019, Fig. 4 and 5):

@@ -3,9 +3,9 @@
 import pytest
 
 from conftest import REPO
+from pipeline.config import ConfigError, deep_merge, load_config, stage_params, validate_config
 from pipeline.gpus import arch_covers, check_gpu_build, gpu_capability
 from pipeline.planning.cluster import RESOURCE_KEYS, job_resources
-from pipeline.config import ConfigError, deep_merge, load_config, stage_params, validate_config
 from pipeline.select.magnitude import Magnitude
 
 

@@ -155,7 +155,8 @@ def test_bad_config_fails_before_any_job_and_writes_nothing(tmp_path, overlay, m
 
 def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
     project = copy_project(tmp_path)
-    run = lambda *cmd: subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
     assert run("git", "init", "-q").returncode == 0  # .dvc/ comes with the project, as in a clone
     gen = run(str(BIN / "python"), "-m", "pipeline", "dvc-yaml", "--config", "config/config.yaml", "--config", "config/demo.yaml",
               "--config", "config/tiny.yaml", "--out", "dvc.yaml")
@@ -249,7 +250,8 @@ def file_digests(root: Path) -> dict[str, str]:
 
 def test_dvc_push_pull_restores_outputs_and_snakemake_then_has_nothing_to_do(project):
     """Outputs made by Snakemake, versioned by DVC, restored into an empty cache."""
-    run = lambda *cmd: subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
     dvc = str(BIN / "dvc")
     assert run("git", "init", "-q").returncode == 0
     assert snakemake(project, targets=(LATENCY_TABLE,)).returncode == 0  # outputs of every DVC stage

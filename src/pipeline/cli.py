@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline.config import load_config, stage_params, transfer_block, validate_stage_params
 from pipeline.errors import ConfigError, UserError
 
+
 def _add_params(parser: argparse.ArgumentParser, *keys: str) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--params", help="the stage's parameters as JSON")
@@ -112,8 +113,8 @@ def cmd_select(args):
 
 
 def cmd_retrain(args):
-    from pipeline.stages.retrain import run_retrain
     from pipeline.runtime import is_main_process
+    from pipeline.stages.retrain import run_retrain
     from pipeline.training.signals import stop_on_signal
 
     params = _params(args, "retrain")
@@ -125,8 +126,8 @@ def cmd_retrain(args):
 
 def cmd_transfer(args):
     from pipeline.runtime import is_main_process
-    from pipeline.training.signals import stop_on_signal
     from pipeline.stages.transfer import run_transfer
+    from pipeline.training.signals import stop_on_signal
 
     params = _params(args, "transfer")
     with stop_on_signal():
@@ -179,8 +180,8 @@ def cmd_check_config(args):
 def cmd_check_gpu(args):
     import torch
 
-    from pipeline.gpus import check_gpu_build
     from pipeline.config import deep_merge, read_yaml
+    from pipeline.gpus import check_gpu_build
 
     config: dict = {}  # only its cluster section matters: no data need be here
     for path in args.config or []:
@@ -240,8 +241,8 @@ def cmd_dvc_yaml(args):
 
 def cmd_show_genotype(args):
     from pipeline.artifacts import read_genotype
-    from pipeline.views.display import genotype_ascii
     from pipeline.spaces import get_space
+    from pipeline.views.display import genotype_ascii
 
     genotype = read_genotype(args.genotype)
     print(get_space(genotype["space"]).to_text(genotype["cells"]))

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
@@ -163,7 +164,8 @@ def validate_config(config: dict) -> None:
             method_options(registry, method, f"{section}.methods.{name}")
     for name in config["search"]["run"]:
         own = config["search"]["methods"][name].get("settings", {})
-        key_of = lambda setting, name=name, own=own: f"search.methods.{name}.settings.{setting}" if setting in own else f"search.settings.{setting}"
+        def key_of(setting, name=name, own=own):
+            return f"search.methods.{name}.settings.{setting}" if setting in own else f"search.settings.{setting}"
         method_cls = search.METHODS.get(config["search"]["methods"][name]["algorithm"])
         method_cls.check_settings(search_settings(config, name), key_of)
         block = {key: value for key, value in config["search"]["methods"][name].items() if key != "settings"}

@@ -5,7 +5,7 @@ build has kernels for it (``torch.cuda.get_arch_list()``). No torch here: the co
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 # Compute capability of each GPU model, by the names clusters give their gres types
 # (matched after lower-casing and dropping punctuation, a "tesla"/"nvidia" prefix and

@@ -6,11 +6,13 @@ import contextlib
 import os
 import random
 import sys
-from typing import Iterable, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 from tqdm import tqdm
-from pipeline.lazy import np, torch
+
 from pipeline.errors import UserError
+from pipeline.lazy import np, torch
 
 T = TypeVar("T")
 

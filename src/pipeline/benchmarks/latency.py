@@ -6,11 +6,12 @@ differentiable latency model of UNAS's latency loss) and the NAS-Bench-201 laten
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 

@@ -8,7 +8,7 @@ one op on each earlier node; the cell's output is node 3.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

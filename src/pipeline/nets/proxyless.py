@@ -7,8 +7,8 @@ an identity shortcut, and choosing ``skip_connect`` there leaves only the shortc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

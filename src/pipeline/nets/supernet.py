@@ -18,7 +18,7 @@ selection) passes nothing. K = 1 is the plain DARTS mixed op.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

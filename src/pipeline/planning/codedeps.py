@@ -66,7 +66,7 @@ def _module_name(path: Path, repo: Path) -> str:
     return ".".join(parts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _data_files(repo: Path) -> tuple[Path, ...]:
     return tuple(
         sorted(
@@ -81,7 +81,7 @@ def _direct(path: Path, repo: Path) -> tuple[frozenset[str], frozenset[Path]]:
     return _parsed(path, repo, stat.st_mtime_ns, stat.st_size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed(path: Path, repo: Path, mtime_ns: int, size: int) -> tuple[frozenset[str], frozenset[Path]]:
     """(pipeline modules imported in the file, data files it names). The CLI's own imports
     count at module level only: each command imports its stage's library (STAGE_ENTRY)."""

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.planning.codedeps import PACKAGE
 from pipeline.config import PATHS, load_config
+from pipeline.planning.codedeps import PACKAGE
 from pipeline.planning.jobs import PARAMS, PARAMS_ROOT, TEMPLATED, Job, code_path, jobs, launcher
 
 

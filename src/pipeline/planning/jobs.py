@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.planning import codedeps
 from pipeline.config import PATHS, judged_by_benchmark, launch_gpus, selections_for, stage_params
+from pipeline.planning import codedeps
 
 PARAMS_ROOT = "results/params"
 PARAMS = {

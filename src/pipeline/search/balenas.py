@@ -15,19 +15,14 @@ role the delta * mu term plays. The weight step and validation use softmax(mu).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.lazy import torch
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 
-
-def __getattr__(name: str):
-    if name == "VariationalAdam":  # defined with torch, where it is constructed
-        from pipeline.search.variational_adam import VariationalAdam
-
-        return VariationalAdam
-    raise AttributeError(name)
+if TYPE_CHECKING:  # defined with torch, imported where it is constructed
+    from pipeline.search.variational_adam import VariationalAdam
 
 
 @METHODS.register("balenas")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from pipeline.lazy import F, nn, torch
 from pipeline import runtime
-
+from pipeline.lazy import F, nn, torch
 
 # (valid loss, valid acc %) of the supernet under the given op weights (a tensor per cell
 # type); spelt without torch so that the declaration imports none

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from pipeline.lazy import F, nn, torch
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod

@@ -50,9 +50,8 @@ from __future__ import annotations
 
 from typing import Any
 
-
-from pipeline.lazy import F, np, torch
 from pipeline.errors import ConfigError
+from pipeline.lazy import F, np, torch
 from pipeline.search import METHODS
 from pipeline.search.base import require_cell_space
 from pipeline.search.darts import Darts

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.lazy import F, nn, torch
 from pipeline.errors import ConfigError
+from pipeline.lazy import F, nn, torch
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space

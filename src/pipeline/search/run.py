@@ -26,8 +26,8 @@ from pipeline.search import METHODS
 from pipeline.search.supernet_training import build_supernet, search_loaders, train_supernet_epoch
 from pipeline.search.widen import widen_supernet
 from pipeline.spaces import get_space
-from pipeline.training.data import load_prepared
 from pipeline.training.checkpoints import load_resume_state, resume_key
+from pipeline.training.data import load_prepared
 from pipeline.training.loop import RESUME_FILE, EpochLoop, Trained
 from pipeline.training.steps import epoch_seed, evaluate
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.lazy import F, torch
 from pipeline import runtime
+from pipeline.lazy import F, torch
 from pipeline.search import METHODS
 from pipeline.search.base import require_cell_space
 from pipeline.search.darts import Darts

@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.lazy import F, torch
 from pipeline import runtime
 from pipeline.errors import ConfigError
+from pipeline.lazy import F, torch
 from pipeline.search import METHODS
 from pipeline.search.darts import Darts
 from pipeline.spaces import get_space

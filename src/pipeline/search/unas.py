@@ -29,9 +29,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.lazy import F, nn, np, torch
 from pipeline import runtime
 from pipeline.errors import ConfigError
+from pipeline.lazy import F, nn, np, torch
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 from pipeline.search.sampling import rebar_categorical, rebar_surrogate, reinforce_surrogate

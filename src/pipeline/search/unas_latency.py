@@ -39,10 +39,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.lazy import F, nn, torch
 from pipeline import runtime
-from pipeline.errors import ConfigError
 from pipeline.benchmarks.latency import LAYER_MODELS, layer_model
+from pipeline.errors import ConfigError
+from pipeline.lazy import F, nn, torch
 from pipeline.search import METHODS
 from pipeline.search.base import SearchMethod
 from pipeline.search.unas import Unas

@@ -106,7 +106,7 @@ def widen_supernet(model: nn.Module, grown: nn.Module, generator: torch.Generato
             old_state = edge.state_dict()
             new_state = {}
             param_names = {name for name, _ in new_edge.named_parameters()}
-            for name, tensor in new_edge.state_dict().items():
+            for name, _tensor in new_edge.state_dict().items():
                 if name in plans:
                     new_state[name] = widen_tensor(old_state[name], plans[name])
                 else:  # num_batches_tracked, or a tensor that does not grow

@@ -4,7 +4,7 @@ incoming edges whose strongest op weighs most; for NB201 and ProxylessNAS argmax
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from pipeline.lazy import torch
 from pipeline.select import METHODS

@@ -72,11 +72,12 @@ fine-tuning epoch's batches of (seed, epoch).
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pipeline.lazy import np, torch
-from pipeline.select import METHODS
 from pipeline.search import METHODS as SEARCH_METHODS
+from pipeline.select import METHODS
 from pipeline.select.base import RESUME_FILE, DecisionLog, SelectionContext, SelectionError, SelectionMethod
 from pipeline.select.magnitude import ALL_OPS, parse_magnitude
 

@@ -16,7 +16,8 @@ Speed (the evaluation passes dominate perturbation-based selection):
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

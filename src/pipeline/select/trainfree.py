@@ -33,7 +33,8 @@ every sample on the same batch (the first of the search's weight-half loader for
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.lazy import F, nn, no_grad, np, torch
 from pipeline.select import METHODS
@@ -259,8 +260,8 @@ def first_batches(ctx: SelectionContext, batch_size: int, count: int) -> tuple[l
     """The first ``count`` batches of the search's weight-half loader for the selection seed."""
     from itertools import islice
 
-    from pipeline.training.data import load_prepared
     from pipeline.search.supernet_training import search_loaders
+    from pipeline.training.data import load_prepared
 
     data = load_prepared(ctx.data_path, ctx.device)
     loader = search_loaders(data, ctx.search_params["settings"], channels_last=False).w

@@ -9,7 +9,7 @@ from pipeline.registry import Registry, import_submodules
 if TYPE_CHECKING:
     from pipeline.spaces.base import Space
 
-SPACES: Registry["Space"] = Registry("search space")
+SPACES: Registry[Space] = Registry("search space")
 
 
 def get_space(name: str) -> Space:

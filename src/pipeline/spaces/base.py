@@ -9,7 +9,8 @@ these flags instead of testing its class. Building networks imports the network 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class Space(ABC):

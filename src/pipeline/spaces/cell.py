@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pipeline.spaces import SPACES
 from pipeline.spaces.base import Space

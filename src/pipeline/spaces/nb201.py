@@ -8,7 +8,8 @@ blocks, 3N + 2 (17 for the benchmark's N = 5).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pipeline.benchmarks import nb201
 from pipeline.spaces import SPACES

@@ -16,7 +16,8 @@ stem and first stage, overall stride 8, 32x32 input).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pipeline.spaces import SPACES
 from pipeline.spaces.base import Space

@@ -15,15 +15,16 @@ from __future__ import annotations
 import io
 import tarfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.errors import DataSourceError
 from pipeline import artifacts, runtime
+from pipeline.errors import DataSourceError
 from pipeline.known_data import TORCHVISION
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")

@@ -21,15 +21,14 @@ The filter keeps an architecture when its latency is at most ``latency.target_ms
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from pipeline import artifacts, runtime
-
 from pipeline.benchmarks.latency import LatencyError, lookup_latency
-
 
 # ---------------------------------------------------------------- measured latency
 

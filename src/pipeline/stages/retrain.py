@@ -19,9 +19,9 @@ from pipeline import artifacts, runtime
 from pipeline.config import check_batch_fits
 from pipeline.nets.counting import count_multiply_adds, count_parameters
 from pipeline.spaces import get_space
-from pipeline.training.data import Augment, BatchLoader, load_prepared, shard_bounds
 from pipeline.training import distributed
 from pipeline.training.checkpoints import resume_key
+from pipeline.training.data import Augment, BatchLoader, load_prepared, shard_bounds
 from pipeline.training.loop import RESUME_FILE, EpochLoop, Trained, genotype_origin, history_series
 from pipeline.training.steps import auxiliary_criterion, epoch_seed, evaluate_sharded, ramp_drop_path, train_epoch
 

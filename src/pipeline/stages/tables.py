@@ -10,8 +10,8 @@ test error. ``*_mean``/``*_std`` columns hold the numbers, ``test_error`` and
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 

@@ -5,13 +5,15 @@ from a CPU generator seeded per epoch (the same batches on CPU and GPU, and afte
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
 from pipeline import artifacts
+
 
 @dataclass
 class PreparedData:

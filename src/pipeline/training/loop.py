@@ -14,9 +14,10 @@ alone (``training.steps.epoch_seed``), so a resumed run ends exactly as an unint
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -15,8 +15,8 @@ training checkpoints save.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from PIL import Image

@@ -8,7 +8,7 @@ import math
 import shutil
 import sys
 import textwrap
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 

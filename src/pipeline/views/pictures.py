@@ -23,12 +23,13 @@ import re
 import shutil
 import subprocess
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from pipeline.errors import UserError
 from pipeline.artifacts import write_bytes_atomic
+from pipeline.errors import UserError
 
 RENDERERS = ("auto", "graphviz", "matplotlib")
 FORMATS = ("svg", "png", "pdf")
@@ -294,11 +295,11 @@ def _draw_cell(ax, graph: CellGraph, positions: dict[str, tuple[float, float]]) 
             cx, cy = (x1 + x2) / 2 + rad * (y2 - y1), (y1 + y2) / 2 - rad * (x2 - x1)  # arc3's control point
             half_w, half_h = 0.06 * len(edge.op) + 0.1, 0.16
 
-            def point(t: float) -> tuple[float, float]:
+            def point(t: float, x1=x1, y1=y1, x2=x2, y2=y2, cx=cx, cy=cy) -> tuple[float, float]:
                 a, b, c = (1 - t) ** 2, 2 * t * (1 - t), t**2
                 return a * x1 + b * cx + c * x2, a * y1 + b * cy + c * y2
 
-            def overlap(t: float) -> float:
+            def overlap(t: float, half_w=half_w, half_h=half_h) -> float:
                 px, py = point(t)
                 return sum(
                     max(0.0, min(px + half_w, bx2) - max(px - half_w, bx1)) * max(0.0, min(py + half_h, by2) - max(py - half_h, by1))
