@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom to top: a module may import its own package and the layers below its own.
 LAYERS = (
-    ("pipeline", "pipeline.errors", "pipeline.known_data", "pipeline.gpus"),
+    ("pipeline", "pipeline.errors", "pipeline.known_data", "pipeline.gpus", "pipeline.lazy"),
     ("pipeline.registry", "pipeline.runtime", "pipeline.config", "pipeline.artifacts"),
     ("pipeline.benchmarks", "pipeline.nets"),
     ("pipeline.spaces",),
@@ -69,7 +69,7 @@ def layer_of(module: str) -> int:
     best = None
     for index, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
+            if module == prefix or (prefix != "pipeline" and module.startswith(prefix + ".")):
                 if best is None or len(prefix) > best[1]:
                     best = (index, len(prefix))
     if best is None:
@@ -134,6 +134,34 @@ def violations(graph: dict[str, dict[str, set[str]]]) -> list[str]:
 
 def test_the_package_has_no_import_circles_and_imports_only_downwards():
     assert violations(import_graph()) == []
+
+
+def test_each_rule_reaches_its_stage_module_in_three_hops():
+    """rule -> `pipeline <command>` -> the command's function in cli.py -> the stage (or view)
+    module whose function it imports and calls."""
+    import argparse
+    import inspect
+    import re
+    import textwrap
+
+    from pipeline.cli import build_parser
+
+    rules = "\n".join(p.read_text() for p in sorted((SRC.parent / "workflow" / "rules").glob("*.smk")))
+    commands = set(re.findall(r"\bpipeline ([a-z][a-z-]*)", rules))
+    assert {"data", "search", "select", "retrain", "transfer", "tables", "latency"} <= commands
+    (subparsers,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for command in sorted(commands):
+        function = subparsers.choices[command].get_default("func")
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        reached = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith((*STAGE_MODULES, "pipeline.views."))
+            for alias in node.names
+            if (alias.asname or alias.name) in called
+        }
+        assert reached, f"pipeline {command}: {function.__name__} calls no stage or view module's function"
 
 
 def test_every_module_is_in_a_layer():
