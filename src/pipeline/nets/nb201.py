@@ -15,7 +15,7 @@ from torch import nn
 
 from pipeline.nets.evaluation import EvaluationNetwork
 from pipeline.nets.ops import ReLUConvBN, make_op
-from pipeline.nets.supernet import MixedOp, active_ops
+from pipeline.nets.supernet import MixedOp, active_ops, grow_cell
 
 NB201_NODES = 4
 
@@ -38,16 +38,7 @@ class NB201SearchCell(nn.Module):
         self.edges = nn.ModuleList(MixedOp(channels, 1, names, pool_bn=False) for names in candidates)
 
     def forward(self, x, weights: torch.Tensor, active):
-        states = [x]
-        edge = 0
-        for _ in range(1, NB201_NODES):
-            node = None
-            for state in states:
-                term = self.edges[edge](state, weights[..., edge, :], active[edge])
-                node = term if node is None else node + term
-                edge += 1
-            states.append(node)
-        return states[-1]
+        return grow_cell([x], self.edges, weights, active, NB201_NODES - 1)[-1]
 
 
 class NB201FixedCell(nn.Module):

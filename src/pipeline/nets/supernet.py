@@ -33,6 +33,20 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(batch, groups, channels // groups, height, width).transpose(1, 2).reshape(batch, channels, height, width)
 
 
+
+def grow_cell(states: list, edges, weights: torch.Tensor, active: Sequence[Sequence[int]], nodes: int) -> list:
+    """Append ``nodes`` nodes to ``states``, each the sum of its mixed edges from every earlier
+    state (edges in that order); shared by the DARTS cell and the NB201 cell."""
+    edge = 0
+    for _ in range(nodes):
+        node = None
+        for state in states:
+            term = edges[edge](state, weights[..., edge, :], active[edge])
+            node = term if node is None else node + term
+            edge += 1
+        states.append(node)
+    return states
+
 class MixedOp(nn.Module):
     def __init__(self, channels: int, stride: int, candidates: Sequence[str], pool_bn: bool = True, partial_channels: int = 1):
         super().__init__()
@@ -104,15 +118,7 @@ class SearchCell(nn.Module):
                 edge += 1
 
     def forward(self, s0, s1, weights: torch.Tensor, active: Sequence[Sequence[int]]):
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        edge = 0
-        for _ in range(self.steps):
-            node = None
-            for state in states:
-                term = self.edges[edge](state, weights[..., edge, :], active[edge])
-                node = term if node is None else node + term
-                edge += 1
-            states.append(node)
+        states = grow_cell([self.preprocess0(s0), self.preprocess1(s1)], self.edges, weights, active, self.steps)
         return torch.cat(states[-self.multiplier :], dim=1)
 
 
