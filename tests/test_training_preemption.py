@@ -173,7 +173,7 @@ def test_sigint_stops_transfer_at_the_epoch_checkpoint_and_the_rerun_matches(tin
 def test_ddp_ranks_stop_after_the_same_epoch_when_one_rank_is_signalled(tiny_data, tmp_path):
     """torchrun, 2 CPU ranks; only rank 0 gets SIGUSR1 after epoch 1. Both must stop there:
     a rank that went on alone would wait in the next all-reduce."""
-    from test_stage_retrain import TORCHRUN, retrain_args
+    from test_stage_retrain import retrain_args, run_ranks
 
     space = get_space("darts")
     genotype = tmp_path / "genotype.json"
@@ -182,9 +182,8 @@ def test_ddp_ranks_stop_after_the_same_epoch_when_one_rank_is_signalled(tiny_dat
     artifacts.write_genotype(genotype, {"space": "darts", "cells": space.from_text(DARTS_V2)}, provenance)
     args = retrain_args(retrain_params(epochs=3, batch_size=24), genotype, tiny_data, tmp_path / "out")
     script = str(Path(__file__).with_name("signal_after_epoch.py"))
-    run = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", script, "1", *args],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode != 0
+    run = run_ranks(2, script, "1", *args)
+    assert run.returncode != 0, run.stderr[-3000:]
     assert run.stderr.count("stopped by SIGUSR1 after epoch 1/3") == 2, run.stderr[-3000:]  # one line per rank
     assert artifacts.load_checkpoint(tmp_path / "out" / "checkpoint" / "last.pt", "retrain")["epoch"] == 1
 
