@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from conftest import search_params
+from contracts import search_cases
 from pipeline import artifacts
 from pipeline.artifacts import ArtifactError
 from pipeline.search import METHODS as SEARCH_METHODS
@@ -408,29 +409,47 @@ def test_tuning_rate_is_constant_in_reference_mode_and_decays_in_cosine(finetune
         assert per_epoch[0] == pytest.approx(0.0025) and all(a > b for a, b in zip(per_epoch, per_epoch[1:]))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["darts", "fix_alpha", "balenas", "sdarts", "sgas", "snas"])
-def test_pt_tunes_the_supernet_of_every_search_method_with_its_own_step(algorithm, tiny8_data, tmp_path):
-    """The search method is restored from the checkpoint and tunes between decisions:
-    DARTS-like alphas keep training (the weights PT-Mag reads move), fix-alpha's stay uniform."""
-    from pipeline.config import method_options
+def own_epoch_moves_the_architecture(supernet, data) -> bool:
+    """Whether one epoch of the search method's own training, from its checkpoint, moves
+    the weights PT-Mag reads (fix-alpha's never move; SGAS' freeze once decided)."""
+    from pipeline.search.supernet_training import train_supernet_epoch
+    from pipeline.select.base import SelectionContext
+    from pipeline.select.pt import restore_supernet
 
-    params = search_params(settings={"epochs": 1, "subset_per_class": 2, "batch_size": 10, "space": "s2"})
-    params["options"] = method_options(SEARCH_METHODS, {"algorithm": algorithm}, "search")
+    checkpoint = artifacts.load_checkpoint(supernet, "supernet")
+    settings = checkpoint["provenance"]["params"]["settings"]
+    ctx = SelectionContext(get_space(settings["space"]), checkpoint, checkpoint["arch_weights"], data, CPU, seed=0)
+    setup = restore_supernet(ctx)
+    before = {kind: w.clone() for kind, w in setup.method.eval_weights().items()}
+    optimizer = torch.optim.SGD(setup.net.supernet.parameters(), lr=settings["w_lr"])
+    train_supernet_epoch(setup.method, setup.loaders, optimizer, settings["w_lr"], 0, 0, "own epoch", settings["batch_size"])
+    after = setup.method.eval_weights()
+    return any(not torch.allclose(after[kind].double(), before[kind].double(), rtol=0, atol=1e-9) for kind in before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", search_cases(), ids=lambda case: case.algorithm)
+def test_pt_tunes_the_supernet_of_every_search_method_with_its_own_step(case, tiny8_data, tmp_path):
+    """Every registered search method: PT restores it from the checkpoint and tunes with its
+    step between decisions, so the weights PT-Mag reads move exactly where the method's own
+    training moves them."""
+    settings = {"epochs": 1, "subset_per_class": 2, "batch_size": 10, "space": case.space, "layers": case.layers}
+    params = search_params(settings=settings)
+    params["method"], params["options"] = case.algorithm, case.options()
     supernet = run_search(params, tiny8_data, tmp_path / "search", threads=1)
     checkpoint = artifacts.load_checkpoint(supernet, "supernet")
     run_select(full_options(select_params("pt_mag", finetune_epochs=1)), supernet, tiny8_data, tmp_path / "g" / "genotype.json", threads=1)
     record = artifacts.read_decisions(tmp_path / "g" / "decisions.h5")
-    assert record.summary["search_method"] == algorithm
+    assert record.summary["search_method"] == case.algorithm
     d, c = record.decisions, record.candidates
+    space = get_space(case.space)
     moved = False
     for row in np.flatnonzero(d["kind"] == "op"):
-        weights = c["weight"][c["decision"] == row]
-        before = checkpoint["arch_weights"][d["cell_type"][row]][d["edge"][row]].double().numpy()
-        moved |= not np.allclose(weights, before, rtol=0, atol=1e-9)
-        if algorithm == "fix_alpha":
-            assert np.array_equal(weights, [0.5, 0.5])
-    assert moved == (algorithm not in ("fix_alpha", "sgas"))  # SGAS froze every edge it decided
+        kind, edge, mine = d["cell_type"][row], d["edge"][row], c["decision"] == row
+        ops = [list(space.candidates(kind)[edge]).index(name) for name in c["name"][mine]]
+        before = checkpoint["arch_weights"][kind][edge].double().numpy()[ops]
+        moved |= not np.allclose(c["weight"][mine], before, rtol=0, atol=1e-9)
+    assert moved == own_epoch_moves_the_architecture(supernet, tiny8_data)
 
 
 def run_cli(params, supernet, data, out):
