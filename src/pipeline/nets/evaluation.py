@@ -13,11 +13,12 @@ class EvaluationNetwork(nn.Module):
     Drop-path: the loop sets the coming epoch's probability with ``set_drop_path_prob``
     (retrain and transfer ramp it linearly) and records ``drop_path_prob``. A network
     whose cells drop paths reads it in ``forward``; one that trains without drop-path
-    (``uses_drop_path = False``: NAS-Bench-201, ProxylessNAS) only keeps the value.
+    (``uses_drop_path = False``: NAS-Bench-201, ProxylessNAS) keeps 0, so that the metrics
+    record what was applied, not what the config asked for.
     """
 
     uses_drop_path = True
     drop_path_prob: float = 0.0
 
     def set_drop_path_prob(self, prob: float) -> None:
-        self.drop_path_prob = prob
+        self.drop_path_prob = prob if self.uses_drop_path else 0.0
