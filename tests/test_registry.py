@@ -1,3 +1,8 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from pipeline import search, select, spaces
@@ -46,3 +51,56 @@ def test_import_submodules_imports_the_modules_that_register(tmp_path, monkeypat
     finally:
         for name in [m for m in sys.modules if m == "toyreg" or m.startswith("toyreg.")]:
             del sys.modules[name]
+
+
+REGISTRY_SNAPSHOT = """
+import importlib, json, pkgutil, sys
+import pipeline
+from pipeline.registry import Registry
+
+if sys.argv[1] == "all":
+    for info in pkgutil.walk_packages(pipeline.__path__, "pipeline."):
+        if not info.name.endswith("__main__"):  # runs the command line
+            importlib.import_module(info.name)
+else:
+    for name in json.loads(sys.argv[1]):
+        importlib.import_module(name)
+found = {}
+for module in list(sys.modules.values()):
+    for value in vars(module).values() if getattr(module, "__name__", "").startswith("pipeline.") else ():
+        if isinstance(value, Registry):
+            found.setdefault(value.kind, {"names": value.names(), "held_by": []})["held_by"].append(module.__name__)
+print(json.dumps(found))
+"""
+
+
+def registry_snapshot(argument: str) -> dict:
+    """Registry kind -> its names and the modules holding it, after importing ``argument``
+    ("all": every module of the package; else a JSON list of modules)."""
+    run = subprocess.run([sys.executable, "-c", REGISTRY_SNAPSHOT, argument], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
+
+
+def defines_a_registry(module: str) -> bool:
+    import ast
+    import importlib.util
+
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    return any(
+        isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "Registry"
+        for node in tree.body
+    )
+
+
+def test_importing_a_registry_collects_every_name_the_package_registers():
+    """``import_submodules`` picks the registering modules by their source; a module that
+    registered some other way would add its name only once something else imported it.
+    Importing the modules that define the registries must give the names importing
+    everything gives."""
+    everything = registry_snapshot("all")
+    defining = sorted({module for entry in everything.values() for module in entry["held_by"] if defines_a_registry(module)})
+    assert {"pipeline.search", "pipeline.select", "pipeline.spaces", "pipeline.benchmarks.latency"} <= set(defining)
+    assert len(everything) >= 5 and all(entry["names"] for entry in everything.values())
+    alone = registry_snapshot(json.dumps(defining))
+    assert {kind: entry["names"] for kind, entry in alone.items()} == {kind: entry["names"] for kind, entry in everything.items()}
