@@ -158,9 +158,14 @@ def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
     def run(*cmd):
         return subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env())
     assert run("git", "init", "-q").returncode == 0  # .dvc/ comes with the project, as in a clone
-    gen = run(str(BIN / "python"), "-m", "pipeline", "dvc-yaml", "--config", "config/config.yaml", "--config", "config/demo.yaml",
-              "--config", "config/tiny.yaml", "--out", "dvc.yaml")
+    configs = ["--config", "config/config.yaml", "--config", "config/demo.yaml", "--config", "config/tiny.yaml"]
+    gen = run(str(BIN / "python"), "-m", "pipeline", "dvc-yaml", *configs, "--out", "dvc.yaml")
     assert gen.returncode == 0, gen.stderr
+    stages = 1 + len(run(str(BIN / "python"), "-m", "pipeline", "jobs", *configs).stdout.splitlines())  # and 'params'
+    fresh = run(str(BIN / "python"), "-m", "pipeline", "status").stdout.splitlines()
+    assert fresh[0] == f"{stages} of {stages} stages are not up to date (dvc status):"
+    kinds = [line for line in fresh if line.startswith("  ")]  # one per stage kind: how many of its stages
+    assert all(line.endswith("never run") for line in kinds) and sum(int(line.split()[1].split("/")[0]) for line in kinds) == stages
     first = run(str(BIN / "dvc"), "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert (project / TARGET).exists()
@@ -169,6 +174,7 @@ def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
     assert "Running stage" not in second.stdout
     status = run(str(BIN / "dvc"), "status")
     assert "up to date" in status.stdout
+    assert run(str(BIN / "python"), "-m", "pipeline", "status").stdout == f"Data and pipelines are up to date ({stages} stages).\n"
     table = project / TARGET
 
     def html_if_table_changed(before: bytes) -> set[str]:
@@ -177,6 +183,13 @@ def test_dvc_repro_runs_the_chain_and_then_is_a_no_op(tmp_path):
 
     # Changing a retrain setting reruns retrain and tables only.
     edit_config(project, {"retrain": {"epochs": 2}})
+    changed = run(str(BIN / "python"), "-m", "pipeline", "status").stdout.splitlines()
+    assert changed[0] == f"1 of {stages} stages are not up to date (dvc status):" and changed[1].split() == ["params", "1/1", "inputs", "changed"]
+    rewrite = re.search(r"`(python -m pipeline params [^`]+)` rewrites", changed[-1])[1]  # as the status names it
+    assert run(*rewrite.replace("python", str(BIN / "python"), 1).split()).returncode == 0
+    named = [line for line in run(str(BIN / "python"), "-m", "pipeline", "status").stdout.splitlines() if line.startswith("  ")]
+    assert [line.split()[:2] for line in named] == [["params", "1/1"], ["retrain", "1/1"]], named
+    assert named[1].endswith("parameters changed")
     before = table.read_bytes()
     third = run(str(BIN / "dvc"), "repro")
     ran = set(re.findall(r"Running stage '([^']+)'", third.stdout))

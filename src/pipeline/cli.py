@@ -229,6 +229,14 @@ def cmd_jobs(args):
         print(f"{job.dvc_name}" + (f"  <- {', '.join(upstream)}" if upstream else ""))
 
 
+def cmd_status(args):
+    from pipeline.planning.status import dvc_status
+
+    if not (Path(args.repo) / "dvc.yaml").is_file():
+        raise UserError(f"--repo {args.repo}: no dvc.yaml there; give the project folder")
+    print("\n".join(dvc_status(args.repo)))
+
+
 def cmd_dvc_yaml(args):
     from pipeline.planning.dvc import render_dvc_yaml
 
@@ -394,6 +402,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "--graph folds them by kind: one line per kind with its job count and what it reads.",
         f"pipeline jobs {DEMO}",
     ),
+    "status": (
+        "dvc status folded by stage kind: what is not up to date, and why",
+        "One line per stage kind that DVC reports as not up to date, with how many of its stages and why "
+        "(never run, parameters, code, inputs, outputs, command), read from `dvc status` and dvc.yaml.",
+        "pipeline status --repo .",
+    ),
     "dvc-yaml": (
         "write dvc.yaml for the given config files",
         "Render the DVC pipeline (stages, parameters, dependencies) that matches the config files.",
@@ -536,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
     p.add_argument("--graph", action="store_true", help="one line per job kind with the kinds (or source files) it reads")
 
+
+    p = _command(sub, "status", cmd_status)
+    p.add_argument("--repo", default=".", help="the project folder, with dvc.yaml (default: here)")
 
     p = _command(sub, "dvc-yaml", cmd_dvc_yaml)
     p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
