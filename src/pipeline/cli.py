@@ -550,7 +550,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", required=True, help="config YAML; repeat to overlay files in order")
     p.add_argument("--graph", action="store_true", help="one line per job kind with the kinds (or source files) it reads")
 
-
     p = _command(sub, "status", cmd_status)
     p.add_argument("--repo", default=".", help="the project folder, with dvc.yaml (default: here)")
 

@@ -1,4 +1,4 @@
-"""``dvc status`` folded by stage kind: one line per kind that would rerun, with why.
+"""``dvc status`` folded by stage kind: one line per kind not up to date, with why.
 
 DVC lists every changed file of every stage (a fresh clone of the demo: 306 lines for 34
 stages). The kind of a stage is the ``pipeline`` command its ``cmd`` runs, read from
