@@ -52,7 +52,7 @@ RETRAIN_SETTINGS = {
     "auxiliary_weight": 0.4,
     "eval_batch_size": 64,
 }
-RUNTIME = {"device": "cpu", "amp": "none", "channels_last": False}
+RUNTIME = {"device": "cpu", "amp": "none", "channels_last": False, "threads": 1}
 
 
 def search_params(seed=0, **changes) -> dict:

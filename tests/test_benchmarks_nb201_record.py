@@ -77,7 +77,7 @@ def test_a_selected_nb201_cell_carries_its_ground_truth(nb201_search, tiny_data,
     from pipeline.config import method_options
 
     options = method_options(select.METHODS, {"algorithm": method, **({"samples": 2, "batch_size": 16} if method == "trainfree" else {})}, "options")
-    params = {"dataset": "cifar10", "seed": 0, "method": method, "options": options, "runtime": {"device": "cpu", "amp": "none", "channels_last": False}}
+    params = {"dataset": "cifar10", "seed": 0, "method": method, "options": options, "runtime": {"device": "cpu", "amp": "none", "channels_last": False, "threads": 1}}
     run_select(params, nb201_search / "supernet.pt", tiny_data, tmp_path / "genotype.json", threads=1)
     record = artifacts.read_genotype(tmp_path / "genotype.json")["provenance"]
     truth = nb201.lookup(record["genotype_text"])
@@ -98,7 +98,7 @@ def test_the_ground_truth_plot_reads_the_records_and_the_picks(nb201_search, tin
     from pipeline.views.plots import PlotError, read_ground_truth
 
     options = method_options(select.METHODS, {"algorithm": "magnitude"}, "options")
-    params = {"dataset": "cifar10", "seed": 0, "method": "magnitude", "options": options, "runtime": {"device": "cpu", "amp": "none", "channels_last": False}}
+    params = {"dataset": "cifar10", "seed": 0, "method": "magnitude", "options": options, "runtime": {"device": "cpu", "amp": "none", "channels_last": False, "threads": 1}}
     run_select(params, nb201_search / "supernet.pt", tiny_data, tmp_path / "genotype.json", threads=1)
     metrics = nb201_search / "metrics.h5"
     runs, picks, dataset = read_ground_truth([metrics], [tmp_path / "genotype.json"])

@@ -49,7 +49,7 @@ def test_select_cli_writes_genotype_with_provenance(tiny_data, tmp_path):
     supernet = run_search(search_params(settings={"epochs": 1}), tiny_data, tmp_path / "s", threads=1)
     out = tmp_path / "g" / "genotype.json"
     params = {"dataset": "cifar10", "seed": 0, "method": "magnitude", "options": {"algorithm": "magnitude"},
-              "runtime": {"device": "cpu", "amp": "none", "channels_last": False}}
+              "runtime": {"device": "cpu", "amp": "none", "channels_last": False, "threads": 1}}
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "select", "--params", json.dumps(params), "--supernet", str(supernet),
          "--data", str(tiny_data), "--out", str(out)], capture_output=True, text=True,

@@ -28,7 +28,7 @@ from pipeline.spaces import get_space
 from pipeline.spaces.cell import CellSpace
 
 CPU = torch.device("cpu")
-RUNTIME = {"device": "cpu", "amp": "none", "channels_last": False}
+RUNTIME = {"device": "cpu", "amp": "none", "channels_last": False, "threads": 1}
 
 
 # ---------------------------------------------------------------- a hand-built supernet

@@ -153,7 +153,7 @@ def test_trainfree_runs_from_a_checkpoint_with_a_gaussian(tiny_supernet, tiny8_d
     path = tmp_path / "balenas.pt"
     artifacts.save_checkpoint(path, "supernet", {k: v for k, v in checkpoint.items() if k not in ("format", "version", "kind")})
     params = {"dataset": "cifar10", "seed": 0, "method": "tf", "options": {"algorithm": "trainfree", **options("synflow")},
-              "runtime": {"device": "cpu", "amp": "none", "channels_last": False}}
+              "runtime": {"device": "cpu", "amp": "none", "channels_last": False, "threads": 1}}
     genotype = run_select(params, path, tiny8_data, tmp_path / "g" / "genotype.json")
     assert {e["op"] for kind in genotype["cells"] for e in genotype["cells"][kind]["edges"]} == {"dil_conv_3x3"}
     record = artifacts.read_decisions(tmp_path / "g" / "decisions.h5")

@@ -88,6 +88,26 @@ def test_first_order_gradient_is_the_validation_gradient():
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_job_computes_with_its_own_thread_count_whatever_the_launcher_gives(tiny_data, tmp_path, monkeypatch):
+    """CPU kernels split their sums by thread, so the count is a parameter of the job:
+    Snakemake may lower a rule's threads to --cores and DVC passes none, and both must get
+    the numbers of the job's runtime.threads."""
+    used = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n, real=torch.set_num_threads: (used.append(n), real(n)))
+    before = torch.get_num_threads()
+    params = search_params(settings={"epochs": 1})
+    params["runtime"]["threads"] = 1
+    try:
+        paths = [run_search(params, tiny_data, tmp_path / str(launch), threads=launch) for launch in (2, 0)]
+    finally:
+        torch.set_num_threads(before)
+    assert used and set(used) == {1}  # never the launch's 2
+    first, second = (artifacts.load_checkpoint(path, "supernet") for path in paths)
+    for name, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][name]), name
+
+
 def test_search_writes_checkpoint_and_metrics(tiny_data, tmp_path):
     params = search_params(settings={"epochs": 2})
     path = run_search(params, tiny_data, tmp_path, threads=1)

@@ -50,7 +50,7 @@ def transfer_params(root, seed=0, **settings):
         "seed": seed,
         "source": {"format": "imagefolder", "train": str(root / "train"), "test": str(root / "test")},
         "settings": {**SETTINGS, **settings},
-        "runtime": {"device": "cpu", "amp": "none", "channels_last": False},
+        "runtime": {"device": "cpu", "amp": "none", "channels_last": False, "threads": 1},
     }
 
 

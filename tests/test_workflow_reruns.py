@@ -292,6 +292,7 @@ STAGE_KEYS = [  # one key per stage kind's parameters (data, search settings, re
     ("search.settings.epochs", None),
     ("retrain.epochs", None),
     ("runtime.amp", None),
+    ("runtime.threads", 3),  # CPU sums split by thread: the count changes the numbers
     ("benchmarks.nb201.path", "data/nb201.csv"),
     ("latency.measure.repeats", None),
     ("latency.target_ms", None),
@@ -300,7 +301,7 @@ STAGE_KEYS = [  # one key per stage kind's parameters (data, search settings, re
 
 
 # How a job is launched, not what it computes: no job's parameters hold them.
-LAUNCH_KEYS = [("runtime.threads", 3), ("cluster.gpu.mem_mb", 1234), ("cluster.rules.tables.runtime", 7)]
+LAUNCH_KEYS = [("cluster.gpu.mem_mb", 1234), ("cluster.rules.tables.runtime", 7)]
 
 
 def probes(project: Project) -> list[tuple[str, str, object]]:

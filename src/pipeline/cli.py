@@ -42,6 +42,7 @@ def _config(args: argparse.Namespace) -> dict:
 
 
 def _threads(args: argparse.Namespace) -> int:
+    """The launch's thread count; a job's ``runtime.threads`` wins over it (runtime.configure)."""
     from pipeline.config import check_threads
 
     if check_threads(args.threads) is not None:
@@ -82,7 +83,12 @@ def _params(args: argparse.Namespace, stage: str) -> dict:
         raise ConfigError(f"--dataset: {keys['dataset']!r} has no entry under 'data'")
     if stage.startswith("latency") and "latency" not in config:
         raise ConfigError("config key 'latency': required for the latency stages")
-    return stage_params(config, stage, **keys)
+    params = stage_params(config, stage, **keys)
+    from pipeline.config import check_threads
+
+    if check_threads(getattr(args, "threads", None)) is not None and "threads" in params.get("runtime", {}):
+        params["runtime"]["threads"] = args.threads  # the command line's count, recorded with the job
+    return params
 
 
 def cmd_data(args):
@@ -470,7 +476,8 @@ def _command(sub, name: str, func) -> argparse.ArgumentParser:
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="torch threads, at least 1 (default: runtime.threads with --config, else torch's)")
+    parser.add_argument("--threads", type=int, help="torch threads, at least 1 (with --config: overrides runtime.threads; with "
+                        "--params/--params-file: used where the parameters name no runtime.threads)")
 
 
 def build_parser() -> argparse.ArgumentParser:

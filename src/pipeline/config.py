@@ -405,7 +405,9 @@ PATHS = {
 
 # The code each stage depends on is derived from its imports: pipeline.planning.codedeps.
 
-NUMERIC_RUNTIME = ("device", "amp", "channels_last")  # what may change a stage's numbers
+# What may change a stage's numbers. The thread count does on CPU: its kernels split their
+# sums by thread, so 1 and 2 threads train to different weights.
+NUMERIC_RUNTIME = ("device", "amp", "channels_last", "threads")
 # How a job is launched, not what it computes: not part of the stage parameters.
 LAUNCH_KEYS = {"gpus"}
 TRANSFER_SELECTION_KEYS = {"dataset", "seeds", "enabled"}

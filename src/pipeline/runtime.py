@@ -48,8 +48,11 @@ def check_kernels(device: torch.device) -> None:
         )
 
 
-def configure(threads: int, seed: int) -> None:
-    """Threads for this process and every RNG seeded; CPU results are then repeatable."""
+def configure(rt: dict, threads: int, seed: int) -> None:
+    """Threads for this process and every RNG seeded; CPU results are then repeatable. The
+    job's own ``runtime.threads`` wins over the launch's ``threads`` (a scheduler may give
+    fewer cores): the count is part of what a CPU job computes."""
+    threads = rt.get("threads") or threads
     if threads > 0:
         torch.set_num_threads(threads)
     random.seed(seed)

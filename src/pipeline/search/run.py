@@ -42,7 +42,7 @@ def run_search(params: dict[str, Any], data_path: str | Path, out_dir: str | Pat
     seed = params["seed"]
     out_dir = Path(out_dir)
     device = runtime.resolve_device(rt["device"])
-    runtime.configure(threads, seed)
+    runtime.configure(rt, threads, seed)
     data = load_prepared(data_path, device)
     space = get_space(settings["space"])
     method_cls = METHODS.get(options["algorithm"])

@@ -56,7 +56,7 @@ def run_select(
     out = Path(out)
     decisions_out = Path(decisions_out) if decisions_out is not None else out.parent / DECISIONS_FILE
     device = runtime.resolve_device(params["runtime"]["device"])
-    runtime.configure(threads, params["seed"])
+    runtime.configure(params["runtime"], threads, params["seed"])
     checkpoint = artifacts.load_checkpoint(supernet_path, "supernet", map_location=device)
     space = check_supernet(checkpoint, supernet_path)
     search_params = checkpoint["provenance"]["params"]

@@ -37,7 +37,7 @@ def run_retrain(params: dict[str, Any], genotype_path: str | Path, data_path: st
 
 def _retrain(params, genotype, genotype_path: Path, data_path, out_dir: Path, threads: int, world, device) -> dict:
     settings, rt, seed = params["settings"], params["runtime"], params["seed"]
-    runtime.configure(threads, world.seed(seed))
+    runtime.configure(rt, threads, world.seed(seed))
     data = load_prepared(data_path, device)
     check_batch_fits("retrain.batch_size", settings["batch_size"], len(data.train_labels), f"{data_path}'s train split")
     space = get_space(genotype["space"])

@@ -123,7 +123,7 @@ def _check_resolutions(space, cells, settings: dict, num_classes: int) -> None:
 
 def _transfer(params, genotype, genotype_path: Path, out_dir: Path, threads: int, world, device) -> dict:
     settings, rt, seed, source = params["settings"], params["runtime"], params["seed"], params["source"]
-    runtime.configure(threads, world.seed(seed))
+    runtime.configure(rt, threads, world.seed(seed))
     space = get_space(genotype["space"])
     cells = genotype["cells"]
 
