@@ -25,6 +25,8 @@ except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")
     sys.exit(1)
 
+# Cores Snakemake reserves per job; the job computes with runtime.threads from its
+# parameters file (CPU numbers depend on the count), not with what Snakemake grants.
 THREADS = config["runtime"]["threads"]
 
 DATA = PATHS["data"]

@@ -20,4 +20,4 @@ rule retrain:
     shell:
         # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
         "exec {params.launcher} -m pipeline retrain --params-file {input.params} --genotype {input.genotype}"
-        " --data {input.data} --out-dir {params.out_dir} --threads {threads} 2> {log}"
+        " --data {input.data} --out-dir {params.out_dir} 2> {log}"

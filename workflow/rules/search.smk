@@ -18,4 +18,4 @@ rule search:
     shell:
         # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
         "exec python -m pipeline search --params-file {input.params} --data {input.data}"
-        " --out-dir {params.out_dir} --threads {threads} 2> {log}"
+        " --out-dir {params.out_dir} 2> {log}"

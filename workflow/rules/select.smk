@@ -16,5 +16,4 @@ rule select:
         **slurm_resources("select"),
     shell:
         "python -m pipeline select --params-file {input.params} --supernet {input.supernet}"
-        " --data {input.data} --out {output.genotype} --decisions {output.decisions}"
-        " --threads {threads} 2> {log}"
+        " --data {input.data} --out {output.genotype} --decisions {output.decisions} 2> {log}"

@@ -20,7 +20,7 @@ rule transfer:
     shell:
         # exec: the stage itself gets SLURM's stop signal, checkpoints and exits
         "exec {params.launcher} -m pipeline transfer --params-file {input.params} --genotype {input.genotype}"
-        " --out-dir {params.out_dir} --threads {threads} 2> {log}"
+        " --out-dir {params.out_dir} 2> {log}"
 
 
 # The transfer dataset's table comes from this rule, not from the CIFAR-style one.
