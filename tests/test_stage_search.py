@@ -88,7 +88,6 @@ def test_first_order_gradient_is_the_validation_gradient():
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_a_job_computes_with_its_own_thread_count_whatever_the_launcher_gives(tiny_data, tmp_path, monkeypatch):
     """CPU kernels split their sums by thread, so the count is a parameter of the job:
     Snakemake may lower a rule's threads to --cores and DVC passes none, and both must get
