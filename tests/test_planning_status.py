@@ -48,3 +48,13 @@ def test_a_changed_config_points_to_the_command_that_rewrites_the_jobs_files():
     lines = summarise({"params": [{"changed deps": {"config/demo.yaml": "modified"}}]}, STAGES)
     assert lines[1].split() == ["params", "1/1", "inputs", "changed"]
     assert "`python -m pipeline params --config config/config.yaml --dvc-yaml dvc.yaml` rewrites" in lines[-1]
+
+
+def test_once_the_jobs_files_are_rewritten_the_hint_goes():
+    status = {
+        "params": [{"changed deps": {"config/demo.yaml": "modified"}}, {"changed outs": {"results/params": "modified"}}],
+        "search@cifar10.darts.seed0": [{"changed deps": {"results/params/search/cifar10/darts/seed0.json": "modified"}}],
+    }
+    lines = summarise(status, STAGES)
+    assert lines[2].split() == ["search", "1/2", "parameters", "changed"]
+    assert lines[-1].startswith("`dvc repro` reruns them")

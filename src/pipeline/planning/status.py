@@ -75,8 +75,10 @@ def summarise(status: dict[str, list], stages: list[Stage]) -> list[str]:
         lines.append(f"  {kind:<{width}}  {len(changed):>3}/{len(mine):<3}  {why}")
     lines.append("`dvc repro` reruns them and what depends on them; `dvc status <stage>` names the files.")
     params = next((stage for stage in stages if stage.name == "params"), None)
-    if params is not None and params.locked and params.name in status:
-        # DVC compares the jobs' parameters and code files, which that stage rewrites first
+    # DVC compares the jobs' parameters and code files, which that stage rewrites first (once
+    # they are rewritten, its outputs differ and the stages that read them are named above).
+    rewritten = params is not None and "outputs missing or changed" in reasons(params, status.get("params", []))
+    if params is not None and params.locked and params.name in status and not rewritten:
         lines.append(f"The config or a module changed: `{params.cmd}` rewrites the jobs' files; `pipeline status` then names the jobs that rerun.")
     return lines
 
