@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config, stage_params, transfer_block, validate_stage_params
+from pipeline.config import check_threads, load_config, stage_params, transfer_block, validate_stage_params
 from pipeline.errors import ConfigError, UserError
 
 
@@ -43,8 +43,6 @@ def _config(args: argparse.Namespace) -> dict:
 
 def _threads(args: argparse.Namespace) -> int:
     """The launch's thread count; a job's ``runtime.threads`` wins over it (runtime.configure)."""
-    from pipeline.config import check_threads
-
     if check_threads(args.threads) is not None:
         return args.threads
     return _config(args)["runtime"]["threads"] if args.config else 0
@@ -84,8 +82,6 @@ def _params(args: argparse.Namespace, stage: str) -> dict:
     if stage.startswith("latency") and "latency" not in config:
         raise ConfigError("config key 'latency': required for the latency stages")
     params = stage_params(config, stage, **keys)
-    from pipeline.config import check_threads
-
     if check_threads(getattr(args, "threads", None)) is not None and "threads" in params.get("runtime", {}):
         params["runtime"]["threads"] = args.threads  # the command line's count, recorded with the job
     return params
@@ -157,7 +153,6 @@ def cmd_tables(args):
 
 
 def cmd_latency(args):
-    from pipeline.config import check_threads
     from pipeline.stages.latency import run_latency
 
     if check_threads(args.threads) is not None:
