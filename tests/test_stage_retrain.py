@@ -53,27 +53,47 @@ def run_cli(*args, launcher=(sys.executable,)):
     return subprocess.run([*launcher, *args], capture_output=True, text=True)
 
 
-def run_ranks(processes, *args, got_going=lambda run: " epoch " in run.stderr):
-    """``torchrun`` with ``processes`` CPU ranks. A launch that failed before it got going
-    (``got_going(result)`` false; by default no epoch was logged) is tried once more: on CPU
-    the code under test fails the same way twice, while torchrun's rendezvous can lose its
-    free port to another process in between (TOCTOU)."""
+def run_ranks(processes, *args):
+    """``torchrun`` with ``processes`` CPU ranks."""
     launch = (TORCHRUN, "--standalone", "--nproc_per_node", str(processes), *args)
-    first = subprocess.run(launch, capture_output=True, text=True, timeout=600)
-    if first.returncode == 0 or got_going(first):
-        return first
-    second = subprocess.run(launch, capture_output=True, text=True, timeout=600)
-    second.stderr = f"{first.stderr[-1500:]}\n--- the launch tried again ---\n{second.stderr}"
-    return second
+    return subprocess.run(launch, capture_output=True, text=True, timeout=600)
 
 
 def kill_after(epoch, *args, processes=1):
-    """The pipeline CLI, SIGKILLed right after writing the checkpoint of ``epoch`` (under
-    ``--out-dir``)."""
+    """The pipeline CLI, SIGKILLed right after writing the checkpoint of ``epoch``."""
     if processes == 1:
         return run_cli(str(KILLER), str(epoch), *args)
-    checkpoint = Path(args[args.index("--out-dir") + 1]) / "checkpoint" / "last.pt"
-    return run_ranks(processes, str(KILLER), str(epoch), *args, got_going=lambda run: checkpoint.exists())
+    return run_ranks(processes, str(KILLER), str(epoch), *args)
+
+
+def test_only_rank_0_checks_the_outputs_so_ranks_cannot_race_on_them(tmp_path, monkeypatch):
+    """Every rank checking --out-dir at once raced: one made the folder, another's mkdir
+    failed with 'File exists' (seen in CI). Rank 1 writes nothing, so it checks nothing."""
+    from pipeline.cli import build_parser, check_outputs
+
+    args = build_parser().parse_args(["retrain", "--params", "{}", "--genotype", "g", "--data", "d", "--out-dir", str(tmp_path / "new" / "out")])
+    checked = []
+    monkeypatch.setattr(artifacts, "check_writable", lambda path, directory=False: checked.append(path))
+    monkeypatch.setenv("RANK", "1")
+    check_outputs(args)
+    assert checked == []
+    monkeypatch.setenv("RANK", "0")
+    check_outputs(args)
+    assert checked == [str(tmp_path / "new" / "out")]
+
+
+def test_a_folder_made_meanwhile_by_another_process_is_no_error(tmp_path, monkeypatch):
+    from pathlib import Path as PathType
+
+    real_mkdir = PathType.mkdir
+
+    def made_by_someone_else_first(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(PathType, "mkdir", made_by_someone_else_first)
+    artifacts.check_writable(tmp_path / "out", directory=True)
+    assert (tmp_path / "out").is_dir()  # the other process's folder stays
 
 
 def retrain_args(params, genotype, data, out):

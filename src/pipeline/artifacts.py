@@ -151,7 +151,12 @@ def check_writable(path: str | os.PathLike, directory: bool = False) -> None:
     try:
         for step in reversed(missing):
             where = step.parent
-            step.mkdir()
+            try:
+                step.mkdir()
+            except FileExistsError:
+                if not step.is_dir():
+                    raise
+                continue  # made meanwhile by another process: not ours to remove
             created.append(step)
         where = folder
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)

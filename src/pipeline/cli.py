@@ -606,6 +606,10 @@ def check_outputs(args: argparse.Namespace) -> None:
     if not outputs:  # e.g. check-config: no need to load the artifact formats (torch)
         return
     from pipeline.artifacts import ArtifactError, check_writable
+    from pipeline.runtime import is_main_process
+
+    if not is_main_process():  # only rank 0 writes; ranks checking at once race on the folders the check makes
+        return
 
     for attribute, path, directory in outputs:
         try:
