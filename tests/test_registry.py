@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from pipeline import search, select, spaces
 from pipeline.registry import Registry, UnknownNameError
 
@@ -76,19 +77,16 @@ print(json.dumps(found))
 
 def registry_snapshots(*arguments: str) -> list[dict]:
     """Per argument, registry kind -> its names and the modules holding it, after importing
-    ``argument`` ("all": every module of the package; else a JSON list of modules). The
-    subprocesses run side by side."""
-    runs = [subprocess.Popen([sys.executable, "-c", REGISTRY_SNAPSHOT, argument], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for argument in arguments]
+    ``argument`` ("all": every module of the package; else a JSON list of modules)."""
     snapshots = []
-    for run in runs:
-        out, err = run.communicate(timeout=300)
-        assert run.returncode == 0, err[-2000:]
-        snapshots.append(json.loads(out))
+    for argument in arguments:
+        run = subprocess.run([sys.executable, "-c", REGISTRY_SNAPSHOT, argument], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        snapshots.append(json.loads(run.stdout))
     return snapshots
 
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pipeline"
+PACKAGE = REPO / "src" / "pipeline"
 
 
 def defines_a_registry(path: Path) -> bool:
